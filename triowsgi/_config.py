@@ -1,0 +1,185 @@
+"""One frozen, validated :class:`Config` per server, built from the keyword options.
+
+Every option's name, default and accepted values live here and nowhere else. Validation
+happens once, at start-up, and an error names the option and what it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Mapping
+from typing import Any, Final
+
+import trio
+
+__all__ = ["DEFAULT_LOG_FORMAT", "Config"]
+
+# eventlet's default, kept so that log parsers written for eventlet keep working.
+DEFAULT_LOG_FORMAT: Final = (
+    '%(client_ip)s - - [%(date_time)s] "%(request_line)s" %(status_code)s '
+    "%(body_length)s %(wall_seconds).6f"
+)
+
+# Sample values with the types the access log passes, to reject a bad format at start-up.
+_LOG_FIELDS_SAMPLE: Final[Mapping[str, object]] = {
+    "client_ip": "127.0.0.1",
+    "client_port": "8090",
+    "date_time": "24/Nov/2026 12:00:00",
+    "request_line": "GET / HTTP/1.1",
+    "status_code": 200,
+    "body_length": 0,
+    "wall_seconds": 0.0,
+}
+
+_REPLACED_OPTIONS: Final[Mapping[str, str]] = {
+    "protocol": (
+        "eventlet's 'protocol' class hook is not supported: use the server options and "
+        "WSGI middleware instead"
+    ),
+    "server_event": (
+        "eventlet's 'server_event' is not supported: use "
+        "'await nursery.start(triowsgi.serve, app, port)', which returns the server handle"
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """The options of one server. Build it with :meth:`from_options`; never mutate it."""
+
+    log: Any = None
+    environ: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    max_size: int = 1024
+    max_http_version: str = "HTTP/1.1"
+    minimum_chunk_size: int = 4096
+    log_x_forwarded_for: bool = True
+    custom_pool: trio.CapacityLimiter | None = None
+    keepalive: bool | float = True
+    log_output: bool = True
+    log_format: str = DEFAULT_LOG_FORMAT
+    url_length_limit: int = 8192
+    debug: bool = False
+    socket_timeout: float | None = None
+    capitalize_response_headers: bool = True
+    # triowsgi's own limits, beyond eventlet's options.
+    threads: int = 40
+    max_header_fields: int = 100
+    max_header_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_options(cls, **options: Any) -> Config:
+        """Validate ``options`` (eventlet's names plus triowsgi's) and freeze them.
+
+        Raises:
+            TypeError: an unknown option, a replaced eventlet option, or a value of the
+                wrong type.
+            ValueError: a value of the right type outside the accepted range.
+        """
+        for name, why in _REPLACED_OPTIONS.items():
+            if name in options:
+                raise TypeError(why)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {', '.join(map(repr, unknown))}; "
+                f"accepted options are: {', '.join(sorted(known))}"
+            )
+        options = {k: v for k, v in options.items() if v is not None or k in _NONE_MEANS_NONE}
+        keepalive = options.get("keepalive")
+        if not isinstance(keepalive, bool) and keepalive == 0:
+            options["keepalive"] = False  # eventlet: any falsy keepalive means "off"
+        config = cls(**options)
+        config._validate()
+        return config
+
+    @property
+    def connection_limit(self) -> trio.CapacityLimiter:
+        """A fresh limiter for ``max_size``, or the shared ``custom_pool``."""
+        return self.custom_pool or trio.CapacityLimiter(self.max_size)
+
+    @property
+    def keepalive_timeout(self) -> float:
+        """Seconds a connection may sit idle between requests (``inf``: no limit)."""
+        if isinstance(self.keepalive, bool):
+            return math.inf
+        return float(self.keepalive)
+
+    @property
+    def log_target(self) -> Any:
+        """Where log lines go: the ``log`` option, or ``sys.stderr``."""
+        return sys.stderr if self.log is None else self.log
+
+    def _validate(self) -> None:
+        _check_bool(self, "log_x_forwarded_for", "log_output", "debug",
+                    "capitalize_response_headers")
+        _check_int(self, "max_size", 1)
+        _check_int(self, "minimum_chunk_size", 0)
+        _check_int(self, "url_length_limit", 16)
+        _check_int(self, "threads", 1)
+        _check_int(self, "max_header_fields", 1)
+        _check_int(self, "max_header_bytes", 1024)
+        if self.max_http_version not in ("HTTP/1.1", "HTTP/1.0"):
+            raise ValueError(
+                f"max_http_version must be 'HTTP/1.1' or 'HTTP/1.0', "
+                f"not {self.max_http_version!r}"
+            )
+        if self.custom_pool is not None and not isinstance(self.custom_pool, trio.CapacityLimiter):
+            raise TypeError(
+                f"custom_pool must be a trio.CapacityLimiter, not {type(self.custom_pool).__name__}"
+            )
+        if not isinstance(self.environ, Mapping):
+            raise TypeError(f"environ must be a mapping, not {type(self.environ).__name__}")
+        _check_seconds("socket_timeout", self.socket_timeout, allow_none=True)
+        if not isinstance(self.keepalive, bool):
+            _check_seconds("keepalive", self.keepalive, allow_none=False)
+        self._validate_log()
+
+    def _validate_log(self) -> None:
+        log = self.log
+        is_logger = callable(getattr(log, "info", None)) and callable(getattr(log, "debug", None))
+        if log is not None and not is_logger and not callable(getattr(log, "write", None)):
+            raise TypeError(
+                "log must be a file-like object (with write()) or a logger (with info() and "
+                f"debug()), not {type(log).__name__}"
+            )
+        if not isinstance(self.log_format, str):
+            raise TypeError(f"log_format must be a str, not {type(self.log_format).__name__}")
+        try:
+            self.log_format % _LOG_FIELDS_SAMPLE
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ValueError(
+                f"log_format {self.log_format!r} is not a valid %-format over the fields "
+                f"{', '.join(_LOG_FIELDS_SAMPLE)}: {exc!r}"
+            ) from None
+
+
+# Options where an explicit None is meaningful rather than "use the default".
+_NONE_MEANS_NONE: Final = frozenset({"socket_timeout", "log", "custom_pool"})
+
+
+def _check_bool(config: Config, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, not {value!r}")
+
+
+def _check_int(config: Config, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, not {value}")
+
+
+def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        accepted = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise TypeError(f"{name} must be {accepted}, not {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")

@@ -1,0 +1,515 @@
+"""One client connection: the h11 read/respond loop, with keep-alive, pipelining,
+timeouts and the server's own error responses.
+
+The loop is driven by h11's state machine: h11 frames requests and bodies and decides
+whether the connection may be reused; this module adds only what h11 leaves to servers
+(limits, the decisions in DECISIONS.md) and moves bytes. The app runs in a worker
+thread (see :mod:`._wsgi`); everything here runs in the connection's Trio task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import socket
+import time
+from typing import Any, Final, final
+
+import h11
+import trio
+
+from ._config import Config
+from ._errors import (
+    BadRequest,
+    ClientDisconnected,
+    HeadersTooLarge,
+    HTTPError,
+    SocketTimeout,
+    URITooLong,
+    VersionNotSupported,
+    from_h11,
+)
+from ._input import Input
+from ._logging import ServerLog, access_fields
+from ._response import build_response, has_body
+from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
+
+__all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
+
+# One receive_some() per request in the common case; big enough for a 64 KiB upload
+# piece, small enough that 1,000 idle connections don't pin much memory.
+RECEIVE_SIZE: Final = 64 * 1024
+# eventlet's (and most servers') per-line limit; a longer header line gets 431.
+MAX_HEADER_LINE: Final = 8 * 1024
+# Unread request bodies up to this size are read and thrown away so the connection can
+# be reused; past it, closing is cheaper than reading.
+DRAIN_LIMIT: Final = 1024 * 1024
+# With no socket_timeout, the longest we wait for an unread body to arrive before
+# giving up on reusing the connection.
+DRAIN_SECONDS: Final = 10.0
+# After an error response, keep reading (and discarding) for a while before closing, so
+# the client's unsent request bytes don't make the kernel reset the connection and
+# destroy the response before the client reads it (RFC 9112 §9.6).
+LINGER_SECONDS: Final = 2.0
+LINGER_LIMIT: Final = 1024 * 1024
+# Responses up to this size are joined into one send_all(); bigger bodies are sent as
+# they are, so large buffers are never copied.
+JOIN_LIMIT: Final = 64 * 1024
+POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
+
+
+@dataclasses.dataclass(slots=True)
+class ConnectionStats:
+    """Live counters shared by a server's connections."""
+
+    open_connections: int = 0
+    requests_served: int = 0
+
+
+def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
+    """Addresses and scheme of a (possibly TLS-wrapped) socket stream."""
+    scheme = "http"
+    if isinstance(stream, trio.SSLStream):
+        scheme = "https"
+        stream = stream.transport_stream
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return ConnectionInfo(scheme, "", "", "", "")
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return ConnectionInfo(scheme, "unix", "", "unix", "")
+    server, remote = sock.getsockname(), sock.getpeername()
+    return ConnectionInfo(scheme, str(server[0]), str(server[1]), str(remote[0]), str(remote[1]))
+
+
+def _seconds(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+@final
+class HTTPConnection:
+    """Serves requests on one stream until the client or h11 says the connection ends."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        app: WSGIApp,
+        config: Config,
+        *,
+        log: ServerLog,
+        threads: trio.CapacityLimiter,
+        stats: ConnectionStats,
+    ) -> None:
+        self._stream = stream
+        self._app = app
+        self._config = config
+        self._log = log
+        self._threads = threads
+        self._stats = stats
+        self._info = connection_info(stream)
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=config.max_header_bytes
+        )
+        self._timeout = _seconds(config.socket_timeout)
+        self._idle_timeout = (
+            self._timeout if isinstance(config.keepalive, bool) else config.keepalive_timeout
+        )
+        self._head_prefix = b""  # the first bytes of a request head, to tell 414 from 431
+        # Per-request state, reset by _respond().
+        self._method = b""
+        self._sends_body = True
+        self._response_started = False
+        self._body_bytes = 0
+        self._input: Input | None = None
+        self._failed = False  # the server answered with an error: close after it
+        self._at_eof = False
+
+    async def run(self) -> None:
+        """Serve until the connection ends; never raises for anything the client does."""
+        try:
+            await self._handshake()
+            while await self._serve_one():
+                pass
+        except ClientDisconnected:
+            self._log.debug(f"connection from {self._peer} closed by the client")
+        except SocketTimeout:
+            self._log.debug(f"connection from {self._peer} timed out")
+        finally:
+            await self._close()
+
+    @property
+    def _peer(self) -> str:
+        return f"{self._info.remote_addr}:{self._info.remote_port}"
+
+    async def _handshake(self) -> None:
+        if isinstance(self._stream, trio.SSLStream):
+            with trio.move_on_after(self._timeout) as scope:
+                try:
+                    await self._stream.do_handshake()
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    raise ClientDisconnected("TLS handshake failed") from exc
+            if scope.cancelled_caught:
+                raise SocketTimeout("TLS handshake timed out")
+
+    async def _serve_one(self) -> bool:
+        """Read and answer one request; True if the connection may carry another."""
+        try:
+            request = await self._read_request()
+        except HTTPError as exc:
+            self._log.debug(f"bad request from {self._peer}: {exc.status} {exc}")
+            await self._send_error(exc.status)
+            return False
+        if request is None:
+            return False
+        await self._respond(request)
+        return await self._next_cycle()
+
+    # -- reading --------------------------------------------------------------------
+
+    async def _read_request(self) -> h11.Request | None:
+        """The next request head, or None when the client closed or stayed idle too long."""
+        idle = not self._conn.trailing_data[0]
+        while True:
+            event = self._next_event()
+            if isinstance(event, h11.Request):
+                self._check_request(event)
+                return event
+            if event is not h11.NEED_DATA:
+                return None  # ConnectionClosed
+            timeout = self._idle_timeout if idle else self._timeout
+            with trio.move_on_after(timeout):
+                data = await self._receive()
+                if idle:
+                    data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: skip empty lines
+                    if not data and not self._at_eof:
+                        continue
+                    idle = False
+                    self._head_prefix = data[: self._config.url_length_limit + 32]
+                self._conn.receive_data(data)
+                continue
+            if idle:
+                return None
+            raise SocketTimeout("timed out reading a request head")
+
+    def _next_event(self) -> Any:
+        try:
+            return self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            error = from_h11(exc)
+            if isinstance(error, HeadersTooLarge) and b"\n" not in self._head_prefix:
+                raise URITooLong("request line too long") from exc
+            raise error from exc
+
+    def _check_request(self, request: h11.Request) -> None:
+        """Rules h11 leaves to the server (see DECISIONS.md)."""
+        if request.http_version not in (b"1.0", b"1.1"):
+            if request.http_version >= b"2":
+                raise VersionNotSupported(request.http_version.decode("ascii"))
+            raise BadRequest(f"unsupported HTTP version {request.http_version!r}")
+        if len(request.target) > self._config.url_length_limit:
+            raise URITooLong(f"request target of {len(request.target)} bytes")
+        headers = request.headers
+        if len(headers) > self._config.max_header_fields:
+            raise HeadersTooLarge(f"{len(headers)} header fields")
+        has_length = has_encoding = False
+        for name, value in headers:
+            if len(name) + len(value) + 2 > MAX_HEADER_LINE:
+                raise HeadersTooLarge(f"header line {name!r} too long")
+            has_length = has_length or name == b"content-length"
+            has_encoding = has_encoding or name == b"transfer-encoding"
+        if has_length and has_encoding:
+            # RFC 9112 §6.1: a request smuggling signature.
+            raise BadRequest("Content-Length and Transfer-Encoding are not allowed together")
+
+    async def _receive(self, timeout: float | None = None) -> bytes:
+        """The next bytes from the client (``b""`` at EOF)."""
+        with trio.move_on_after(self._timeout if timeout is None else timeout) as scope:
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            self._at_eof = not data
+            return data
+        assert scope.cancelled_caught
+        raise SocketTimeout("timed out waiting for the client")
+
+    async def _receive_body(self) -> bytes:
+        """The next piece of the request body, ``b""`` at its end (for ``wsgi.input``)."""
+        while True:
+            event = self._next_event()
+            if isinstance(event, h11.Data):
+                return bytes(event.data)
+            if isinstance(event, h11.EndOfMessage):
+                return b""
+            if event is not h11.NEED_DATA:
+                raise ClientDisconnected("the client closed before sending the whole body")
+            await self._maybe_send_continue()
+            self._conn.receive_data(await self._receive())
+
+    async def _maybe_send_continue(self) -> None:
+        if self._conn.they_are_waiting_for_100_continue and not self._response_started:
+            headers = self._input.hundred_continue_headers if self._input else []
+            await self._send_all(
+                self._conn.send(h11.InformationalResponse(status_code=100, headers=headers))
+            )
+
+    def _prefetch_body(self) -> tuple[bytes, bool]:
+        """Body bytes already received with the head, and whether that is all of it."""
+        pieces: list[bytes] = []
+        while True:
+            event = self._conn.next_event() if self._conn.their_state is h11.SEND_BODY else None
+            if isinstance(event, h11.Data):
+                pieces.append(bytes(event.data))
+                continue
+            return b"".join(pieces), isinstance(event, h11.EndOfMessage) or event is None
+
+    # -- responding -----------------------------------------------------------------
+
+    async def _respond(self, request: h11.Request) -> None:
+        self._method = request.method
+        self._sends_body = True
+        self._response_started = False
+        self._body_bytes = 0
+        try:
+            prefetched, complete = self._prefetch_body()
+        except h11.RemoteProtocolError as exc:
+            prefetched, complete = b"", False  # surfaces again on the app's first read
+            self._log.debug(f"bad request body from {self._peer}: {exc}")
+        self._input = Input(self._pull_body, prefetched, complete=complete)
+        environ = build_environ(request, self._info, self._config.environ, self._input)
+        responder = Responder(
+            self._app,
+            environ,
+            method=request.method,
+            minimum_chunk_size=self._config.minimum_chunk_size,
+            capitalize_names=self._config.capitalize_response_headers,
+            close_connection=self._must_close,
+            send_from_thread=self._send_from_thread,
+        )
+        started = time.perf_counter()
+        status = await self._run_app(responder)
+        finished = time.perf_counter()
+        self._stats.requests_served += 1
+        await self._run_posthooks(environ)
+        self._log_access(request, environ, status, started, finished)
+
+    def _pull_body(self) -> bytes:
+        return trio.from_thread.run(self._receive_body)
+
+    def _send_from_thread(self, batch: Batch) -> None:
+        trio.from_thread.run(self._send_batch, batch)
+
+    def _must_close(self) -> bool:
+        # A client still waiting for 100 Continue may or may not send its body: the
+        # connection's framing is unknowable, so it ends with this response.
+        return not self._config.keepalive or self._conn.they_are_waiting_for_100_continue
+
+    async def _run_app(self, responder: Responder) -> int:
+        """Run the app and send its response; the status code sent (for the access log)."""
+        try:
+            batch = await trio.to_thread.run_sync(responder.call_app, limiter=self._threads)
+            await self._send_batch(batch)
+            while not batch.done:
+                if not self._sends_body:  # HEAD: the head is all the client gets
+                    await trio.to_thread.run_sync(responder.close, limiter=self._threads)
+                    await self._send_all(self._conn.send(h11.EndOfMessage()))
+                    break
+                batch = await trio.to_thread.run_sync(responder.next_batch, limiter=self._threads)
+                await self._send_batch(batch)
+            return responder.status_code
+        except (ClientDisconnected, SocketTimeout, trio.Cancelled):
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(responder.close, limiter=self._threads)
+            raise
+        except Exception as exc:
+            return await self._app_failed(exc, responder)
+
+    async def _app_failed(self, exc: Exception, responder: Responder) -> int:
+        self._log.exception(f"error in the application for {self._peer}", exc)
+        if self._response_started:
+            # The client can't be told with a status any more; an incomplete body and a
+            # closed connection are how HTTP signals it.
+            raise ClientDisconnected("response aborted after an application error")
+        status = exc.status if isinstance(exc, HTTPError) else 500
+        await self._send_error(status, exc if self._config.debug else None)
+        return status
+
+    async def _send_batch(self, batch: Batch) -> None:
+        pieces: list[bytes] = []
+        if batch.head is not None:
+            self._sends_body = has_body(batch.head.status_code, self._method)
+            pieces.append(self._conn.send(batch.head))
+        if self._sends_body and batch.chunks:
+            data = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
+            self._body_bytes += len(data)
+            pieces += self._conn.send_with_data_passthrough(h11.Data(data=data))
+        if batch.done:
+            pieces.append(self._conn.send(h11.EndOfMessage()))
+        if sum(map(len, pieces)) <= JOIN_LIMIT:
+            await self._send_all(b"".join(pieces))
+        else:
+            for piece in pieces:
+                await self._send_all(piece)
+
+    async def _send_all(self, data: bytes) -> None:
+        if not data:
+            return
+        self._response_started = True
+        with trio.move_on_after(self._timeout):
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise ClientDisconnected(str(exc)) from exc
+            return
+        raise SocketTimeout("timed out sending to the client")
+
+    async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
+        """A complete response of the server's own, then the connection closes.
+
+        Serialised by a fresh h11 connection: ours may be in an error state.
+        """
+        body = _error_body(status, exc)
+        head = build_response(
+            f"{status} {_REASONS.get(status, '')}".rstrip(),
+            [("Content-Type", "text/plain; charset=utf-8")],
+            capitalize_names=False,
+            content_length=len(body),
+            close=True,
+        )
+        writer = h11.Connection(h11.SERVER)
+        data = writer.send(head) + writer.send(h11.Data(data=body)) + writer.send(
+            h11.EndOfMessage()
+        )
+        self._sends_body = False
+        try:
+            await self._send_all(data)
+        except (ClientDisconnected, SocketTimeout):
+            pass
+        self._failed = True
+
+    # -- after the response ---------------------------------------------------------
+
+    async def _next_cycle(self) -> bool:
+        """Drain what the app left of the body; True if the connection can be reused."""
+        if self._failed or self._conn.our_state is not h11.DONE:
+            return False
+        if self._conn.their_state is h11.SEND_BODY and not await self._drain():
+            return False
+        if self._conn.their_state is not h11.DONE:
+            return False
+        self._conn.start_next_cycle()
+        return True
+
+    async def _drain(self) -> bool:
+        drained = 0
+        with trio.move_on_after(min(self._timeout, DRAIN_SECONDS)):
+            try:
+                while drained <= DRAIN_LIMIT:
+                    event = self._next_event()
+                    if isinstance(event, h11.EndOfMessage):
+                        return True
+                    if isinstance(event, h11.Data):
+                        drained += len(event.data)
+                    elif event is h11.NEED_DATA:
+                        self._conn.receive_data(await self._receive(math.inf))
+                    else:
+                        return False
+            except (HTTPError, ClientDisconnected):
+                return False
+        return False
+
+    async def _run_posthooks(self, environ: dict[str, Any]) -> None:
+        # Looked up now, not when the environ was built: an app may replace the list.
+        hooks = list(environ.get(POSTHOOK_KEYS[0]) or ())
+        alias = environ.get(POSTHOOK_KEYS[1])
+        if alias and alias is not environ.get(POSTHOOK_KEYS[0]):
+            hooks += alias
+        if not hooks:
+            return
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(
+                _call_posthooks, hooks, environ, self._log, limiter=self._threads
+            )
+
+    def _log_access(
+        self,
+        request: h11.Request,
+        environ: dict[str, Any],
+        status: int,
+        started: float,
+        finished: float,
+    ) -> None:
+        if not self._log.enabled:
+            return
+        line = b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR") if self._config.log_x_forwarded_for else None
+        self._log.access(
+            access_fields(
+                client_ip=self._info.remote_addr,
+                client_port=self._info.remote_port,
+                forwarded_for=forwarded,
+                request_line=line.decode("latin-1"),
+                status_code=status,
+                body_length=self._body_bytes,
+                started=started,
+                finished=finished,
+            )
+        )
+
+    async def _close(self) -> None:
+        """Close the stream; after an abrupt end, linger so the client reads our answer."""
+        stream = self._stream
+        linger = self._conn.their_state in (h11.SEND_BODY, h11.ERROR) and not self._at_eof
+        with trio.CancelScope(shield=True):
+            if linger and isinstance(stream, trio.SocketStream):
+                await _lingering_close(stream)
+            else:
+                with trio.move_on_after(LINGER_SECONDS):
+                    await stream.aclose()
+                await trio.aclose_forcefully(stream)
+
+
+async def _lingering_close(stream: trio.SocketStream) -> None:
+    try:
+        await stream.send_eof()
+        with trio.move_on_after(LINGER_SECONDS):
+            received = 0
+            while received < LINGER_LIMIT:
+                data = await stream.receive_some(RECEIVE_SIZE)
+                if not data:
+                    break
+                received += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+    await trio.aclose_forcefully(stream)
+
+
+def _call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -> None:
+    """Run each ``(func, args, kwargs)`` as ``func(environ, *args, **kwargs)``, in order;
+    an exception is logged and the next hook still runs."""
+    for hook in hooks:
+        try:
+            func, args, kwargs = hook
+            func(environ, *args, **kwargs)
+        except Exception as exc:
+            log.exception(f"error in posthook {hook!r}", exc)
+
+
+_REASONS: Final = {
+    400: "Bad Request",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+def _error_body(status: int, exc: BaseException | None) -> bytes:
+    text = f"{status} {_REASONS.get(status, '')}\n"
+    if exc is not None:
+        import traceback
+
+        text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text.encode("utf-8")
+

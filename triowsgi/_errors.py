@@ -1,0 +1,88 @@
+"""The few errors triowsgi raises on its own, and the one table mapping them to HTTP statuses.
+
+Everything the server rejects before the application runs is an :class:`HTTPError`; the
+connection answers it with :data:`STATUS` of its type and closes. Errors h11 raises are
+translated at one boundary, :func:`from_h11`.
+"""
+
+from __future__ import annotations
+
+import h11
+
+__all__ = [
+    "BadRequest",
+    "ClientDisconnected",
+    "HTTPError",
+    "HeadersTooLarge",
+    "NotImplementedEncoding",
+    "RequestTooLarge",
+    "SocketTimeout",
+    "URITooLong",
+    "VersionNotSupported",
+    "from_h11",
+]
+
+
+class HTTPError(Exception):
+    """A request the server refuses; answered with ``status`` and a closed connection."""
+
+    status = 400
+
+
+class BadRequest(HTTPError):
+    """Malformed framing, request line or headers (RFC 9112)."""
+
+
+class URITooLong(HTTPError):
+    """The request target is longer than ``url_length_limit``."""
+
+    status = 414
+
+
+class RequestTooLarge(HTTPError):
+    """The request body is longer than the server accepts."""
+
+    status = 413
+
+
+class HeadersTooLarge(HTTPError):
+    """Too many header fields, a header line too long, or a header block too big."""
+
+    status = 431
+
+
+class NotImplementedEncoding(HTTPError):
+    """A Transfer-Encoding other than ``chunked`` (RFC 9112 §6.1)."""
+
+    status = 501
+
+
+class VersionNotSupported(HTTPError):
+    """A request for HTTP/2 or later over an HTTP/1 connection."""
+
+    status = 505
+
+
+class ClientDisconnected(ConnectionError):
+    """The client closed or reset the connection; raised into the app by ``wsgi.input``
+    reads and ``write()`` so that it can stop early. No response is possible."""
+
+
+class SocketTimeout(TimeoutError):
+    """``socket_timeout`` expired while waiting on the client; the connection is dropped.
+
+    Raised into the app by ``wsgi.input`` reads and ``write()``.
+    """
+
+
+_BY_STATUS: dict[int, type[HTTPError]] = {
+    cls.status: cls
+    for cls in (BadRequest, URITooLong, RequestTooLarge, HeadersTooLarge,
+                NotImplementedEncoding, VersionNotSupported)
+}
+
+
+def from_h11(exc: h11.RemoteProtocolError) -> HTTPError:
+    """Translate h11's error, keeping its status hint when it names one of ours."""
+    cls = _BY_STATUS.get(exc.error_status_hint, BadRequest)
+    return cls(str(exc))

@@ -1,0 +1,123 @@
+"""``wsgi.input``: the request body as a blocking file-like object for the app's thread.
+
+The bytes come from the connection task on the Trio side through a blocking ``pull``
+callable; :class:`Input` only buffers and slices them, and never reads past the body
+(h11 frames it, so there is nothing past the end to read). The first read of any kind
+asks the connection to send ``100 Continue`` when the client is waiting for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+__all__ = ["Input"]
+
+# Lines longer than this are returned in pieces by readline(), as io does with a size;
+# without a cap one newline-free body would be buffered whole.
+_READLINE_CHUNK = 64 * 1024
+
+
+class Input:
+    """The body of one request, read from a worker thread.
+
+    ``pull()`` blocks until the next piece of the body is available and returns ``b""``
+    at its end; it may raise (a timeout, a vanished client, a malformed chunk), and the
+    exception reaches the app unchanged. ``prefetched`` is body already received with
+    the request head; ``complete`` says it is the whole body.
+    """
+
+    def __init__(
+        self,
+        pull: Callable[[], bytes],
+        prefetched: bytes = b"",
+        *,
+        complete: bool = False,
+    ) -> None:
+        self._pull = pull
+        self._buffer = bytearray(prefetched)
+        self._eof = complete
+        self.read_started = False
+        self.hundred_continue_headers: list[tuple[str, str]] = []
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes, or to the end of the body if ``size`` is negative."""
+        self.read_started = True
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            size = len(self._buffer)
+        else:
+            while len(self._buffer) < size and self._fill():
+                pass
+        return self._take(size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        """Read one line, ending with ``b"\\n"``, or at most ``size`` bytes of it."""
+        self.read_started = True
+        limit = _READLINE_CHUNK if size is None or size < 0 else size
+        scanned = 0
+        while True:
+            end = self._buffer.find(b"\n", scanned, limit)
+            if end >= 0:
+                return self._take(end + 1)
+            scanned = len(self._buffer)
+            if scanned >= limit or not self._fill():
+                return self._take(limit)
+
+    def readlines(self, hint: int | None = -1) -> list[bytes]:
+        """Read lines until the end of the body, or until ``hint`` bytes have been read."""
+        lines: list[bytes] = []
+        total = 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def set_hundred_continue_response_headers(
+        self,
+        headers: Iterable[tuple[str, str]],
+        capitalize_response_headers: bool = True,
+    ) -> None:
+        """Headers to send with the ``100 Continue`` response (eventlet's API).
+
+        Names are capitalised (``x-foo`` -> ``X-Foo``) unless told otherwise, as eventlet
+        does whatever the server's own ``capitalize_response_headers`` says.
+        """
+        from ._response import capitalize  # the one place header names are rewritten
+
+        self.hundred_continue_headers = [
+            (capitalize(name) if capitalize_response_headers else name, value)
+            for name, value in headers
+        ]
+
+    @property
+    def exhausted(self) -> bool:
+        """True once the whole body has been received (whether or not the app read it)."""
+        return self._eof
+
+    def _fill(self) -> bool:
+        """Append the next piece of the body to the buffer; False at the end of the body."""
+        if self._eof:
+            return False
+        data = self._pull()
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data

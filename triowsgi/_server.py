@@ -1,0 +1,226 @@
+"""The server: listeners, the accept loop, one task per connection, and the entry points
+:func:`serve`, :func:`serve_listeners` and eventlet's blocking :func:`server`."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import socket
+import ssl
+from typing import Any, Final, final
+
+import trio
+
+from ._config import Config
+from ._connection import ConnectionStats, HTTPConnection
+from ._logging import ServerLog, pid_prefix
+from ._wsgi import WSGIApp
+
+__all__ = ["ServerHandle", "serve", "serve_listeners", "server"]
+
+# Running out of file descriptors or memory is a passing condition on a busy server:
+# wait and accept again rather than crash (as trio.serve_listeners does).
+ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+)
+ACCEPT_CAPACITY_ERROR_SLEEP: Final = 0.1
+
+
+@final
+class ServerHandle:
+    """What ``await nursery.start(triowsgi.serve, app, 0)`` returns: where the server
+    listens, and live counters."""
+
+    def __init__(self, listeners: list[trio.abc.Listener[Any]], stats: ConnectionStats):
+        self.listeners = listeners
+        self._stats = stats
+
+    @property
+    def sockets(self) -> list[trio.socket.SocketType]:
+        """The listening sockets (for TLS listeners, the sockets under them)."""
+        return [s for s in map(_listening_socket, self.listeners) if s is not None]
+
+    @property
+    def addresses(self) -> list[Any]:
+        """``getsockname()`` of every listening socket: ``(host, port, ...)`` or a path."""
+        return [s.getsockname() for s in self.sockets]
+
+    @property
+    def port(self) -> int:
+        """The port of the first TCP listener (handy after binding port 0)."""
+        for address in self.addresses:
+            if isinstance(address, tuple):
+                return int(address[1])
+        raise RuntimeError("the server has no TCP listener")
+
+    @property
+    def open_connections(self) -> int:
+        """Connections being served now, idle keep-alive ones included."""
+        return self._stats.open_connections
+
+    @property
+    def requests_served(self) -> int:
+        """Requests that reached the application since the server started."""
+        return self._stats.requests_served
+
+
+async def serve(
+    app: WSGIApp,
+    port: int = 8090,
+    host: str | bytes | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve the WSGI ``app`` on ``host``:``port`` until cancelled.
+
+    ``host=None`` listens on every interface, IPv4 and IPv6; ``port=0`` picks a free
+    port (read it from the handle). With ``ssl_context``, every connection is TLS.
+    ``options`` are eventlet's (``max_size``, ``keepalive``, ``socket_timeout``, ...) and
+    triowsgi's own; see :class:`triowsgi.Config`. Usable as
+    ``trio.run(triowsgi.serve, app, 8090)`` or ``await nursery.start(serve, app, 0)``,
+    which returns a :class:`ServerHandle`.
+
+    Raises:
+        TypeError, ValueError: an unknown option or a bad value, before binding.
+        OSError: the address could not be bound.
+    """
+    config = Config.from_options(**options)
+    listeners: list[trio.abc.Listener[Any]] = list(await trio.open_tcp_listeners(port, host=host))
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(listener, ssl_context, https_compatible=True)
+            for listener in listeners
+        ]
+    await _serve(app, listeners, config, task_status)
+
+
+async def serve_listeners(
+    app: WSGIApp,
+    listeners: list[trio.abc.Listener[Any]],
+    *,
+    task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``app`` on listeners you made (TCP, unix, ``trio.SSLListener``) until
+    cancelled. The listeners are closed when it returns. Options as for :func:`serve`."""
+    await _serve(app, listeners, Config.from_options(**options), task_status)
+
+
+def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
+    """eventlet's ``eventlet.wsgi.server``: serve ``site`` on a bound, listening socket
+    (TCP or unix; ssl-wrapped for TLS), blocking until interrupted (Ctrl-C returns).
+
+    The socket is closed when it returns. Raises as :func:`serve` for bad options.
+    """
+    Config.from_options(**options)  # fail before starting Trio
+    ssl_context = None
+    if isinstance(sock, ssl.SSLSocket):
+        ssl_context = sock.context
+        sock = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    listener: trio.abc.Listener[Any] = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    if ssl_context is not None:
+        listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
+    try:
+        trio.run(functools.partial(serve_listeners, site, [listener], **options))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+
+
+async def _serve(
+    app: WSGIApp,
+    listeners: list[trio.abc.Listener[Any]],
+    config: Config,
+    task_status: trio.TaskStatus[ServerHandle],
+) -> None:
+    log = ServerLog(config)
+    stats = ConnectionStats()
+    handle = ServerHandle(listeners, stats)
+    acceptor = _Acceptor(app, config, log, stats)
+    async with trio.open_nursery() as nursery:
+        for listener in listeners:
+            nursery.start_soon(acceptor.accept_loop, listener, nursery)
+        for url in map(_url, listeners):
+            log.info(f"{pid_prefix()} wsgi starting up on {url}")
+        task_status.started(handle)
+
+
+@final
+class _Acceptor:
+    """Accepts connections and runs each in its own task, holding a ``max_size`` slot
+    from accept to close. With no slot free it does not accept: clients wait in the
+    kernel's backlog, as with eventlet."""
+
+    def __init__(self, app: WSGIApp, config: Config, log: ServerLog, stats: ConnectionStats):
+        self._app = app
+        self._config = config
+        self._log = log
+        self._stats = stats
+        self._slots = config.custom_pool or trio.CapacityLimiter(config.max_size)
+        self._threads = trio.CapacityLimiter(config.threads)
+
+    async def accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        async with listener:
+            while True:
+                slot = object()
+                await self._slots.acquire_on_behalf_of(slot)
+                try:
+                    stream = await self._accept(listener)
+                except BaseException:
+                    self._slots.release_on_behalf_of(slot)
+                    raise
+                nursery.start_soon(self._serve_connection, stream, slot)
+
+    async def _accept(self, listener: trio.abc.Listener[Any]) -> trio.abc.Stream:
+        while True:
+            try:
+                return await listener.accept()
+            except OSError as exc:
+                if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                self._log.error(
+                    f"accept() failed: {os.strerror(exc.errno)}; retrying in "
+                    f"{ACCEPT_CAPACITY_ERROR_SLEEP} s"
+                )
+                await trio.sleep(ACCEPT_CAPACITY_ERROR_SLEEP)
+
+    async def _serve_connection(self, stream: trio.abc.Stream, slot: object) -> None:
+        self._stats.open_connections += 1
+        try:
+            connection = HTTPConnection(
+                stream,
+                self._app,
+                self._config,
+                log=self._log,
+                threads=self._threads,
+                stats=self._stats,
+            )
+            await connection.run()
+        except Exception as exc:
+            # A bug of ours must cost this connection only, never the server.
+            self._log.exception("internal error serving a connection", exc)
+        finally:
+            self._stats.open_connections -= 1
+            self._slots.release_on_behalf_of(slot)
+
+
+def _listening_socket(listener: trio.abc.Listener[Any]) -> trio.socket.SocketType | None:
+    if isinstance(listener, trio.SSLListener):
+        listener = listener.transport_listener
+    return getattr(listener, "socket", None)
+
+
+def _url(listener: trio.abc.Listener[Any]) -> str:
+    scheme = "https" if isinstance(listener, trio.SSLListener) else "http"
+    sock = _listening_socket(listener)
+    if sock is None:
+        return f"{scheme}:?"
+    address = sock.getsockname()
+    if not isinstance(address, tuple):
+        return f"{scheme}:{address}"
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return f"{scheme}://{host}:{address[1]}"

@@ -1,0 +1,285 @@
+"""PEP 3333: the environ, ``start_response``, ``write()`` and running the app's iterable.
+
+:func:`build_environ` is a pure function of the parsed request. :class:`Responder` holds
+one request's app-side state; its methods run in the app's worker thread and hand
+:class:`Batch` es of response bytes back to the connection task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final, Protocol
+from urllib.parse import unquote
+
+import h11
+
+from ._input import Input
+from ._response import build_response, has_body
+
+__all__ = ["Batch", "ConnectionInfo", "Responder", "WSGIApp", "build_environ"]
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Write = Callable[[bytes], None]
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /
+    ) -> Write: ...
+
+
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+# Keys an app may set to change how its streamed output is batched (eventlet's is kept
+# for migrating code).
+CHUNK_SIZE_KEYS: Final = (
+    "triowsgi.minimum_write_chunk_size",
+    "eventlet.minimum_write_chunk_size",
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What the environ needs to know about the connection a request came on."""
+
+    url_scheme: str  # "http" or "https"
+    server_name: str
+    server_port: str
+    remote_addr: str
+    remote_port: str
+
+
+def build_environ(
+    request: h11.Request,
+    info: ConnectionInfo,
+    extra: Mapping[str, Any],
+    wsgi_input: Input,
+) -> dict[str, Any]:
+    """The PEP 3333 environ for ``request``.
+
+    ``extra`` (the ``environ`` option) goes on top of the ``wsgi.*`` defaults and under
+    the per-request CGI keys, as in eventlet; an ``HTTP_*`` key in it gets the request's
+    header appended (``"preset,sent"``).
+    """
+    posthooks: list[Any] = []
+    environ: dict[str, Any] = {
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": info.url_scheme,
+        "wsgi.input": wsgi_input,
+        "eventlet.input": wsgi_input,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "triowsgi.posthooks": posthooks,
+        "eventlet.posthooks": posthooks,
+    }
+    if info.url_scheme == "https":
+        environ["HTTPS"] = "on"
+    environ.update(extra)
+    raw_path, query = _split_target(request.target)
+    environ.update(
+        REQUEST_METHOD=request.method.decode("ascii"),
+        SCRIPT_NAME="",
+        RAW_PATH_INFO=raw_path,
+        PATH_INFO=unquote(raw_path, encoding="latin-1"),
+        SERVER_PROTOCOL="HTTP/" + request.http_version.decode("ascii"),
+        SERVER_NAME=info.server_name,
+        SERVER_PORT=info.server_port,
+        REMOTE_ADDR=info.remote_addr,
+        REMOTE_PORT=info.remote_port,
+        GATEWAY_INTERFACE="CGI/1.1",
+    )
+    if query is not None:
+        environ["QUERY_STRING"] = query
+    _add_headers(environ, request.headers.raw_items())
+    return environ
+
+
+def _split_target(target: bytes) -> tuple[str, str | None]:
+    """Path and query (``None`` without a ``?``) of an origin- or absolute-form target."""
+    text = target.decode("latin-1")
+    if text.startswith(("http://", "https://")):  # absolute-form, RFC 9112 §3.2.2
+        slash = text.find("/", text.index("//") + 2)
+        text = "/" if slash < 0 else text[slash:]
+    path, question, query = text.partition("?")
+    return path, (query if question else None)
+
+
+def _add_headers(environ: dict[str, Any], raw_items: list[tuple[bytes, bytes]]) -> None:
+    headers_raw = []
+    for raw_name, raw_value in raw_items:
+        name = raw_name.decode("latin-1")
+        value = raw_value.decode("latin-1")
+        headers_raw.append((name, value))
+        if "_" in name:
+            continue  # X_Forwarded_For would collide with X-Forwarded-For: drop it
+        key = name.upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ.setdefault(key, value)
+            continue
+        key = "HTTP_" + key
+        previous = environ.get(key)
+        environ[key] = value if previous is None else f"{previous},{value}"
+    environ["headers_raw"] = tuple(headers_raw)
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """Response bytes for the connection task to send.
+
+    ``head`` is set when the response head has not gone out yet; ``done`` means the
+    app's iterable is exhausted (and closed).
+    """
+
+    head: h11.Response | None
+    chunks: list[bytes]
+    done: bool
+
+
+class Responder:
+    """One request's side of the app: ``start_response``, ``write()`` and the iterable.
+
+    Every method except the constructor runs in a worker thread. ``send_from_thread``
+    sends a :class:`Batch` from that thread, blocking until the connection wrote it;
+    ``write()`` uses it. The result's ``close()`` is called exactly once, by whichever
+    of :meth:`call_app`, :meth:`next_batch` or :meth:`close` sees the end.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        environ: dict[str, Any],
+        *,
+        method: bytes,
+        minimum_chunk_size: int,
+        capitalize_names: bool,
+        close_connection: Callable[[], bool],
+        send_from_thread: Callable[[Batch], None],
+    ) -> None:
+        self._app = app
+        self.environ = environ
+        self._method = method
+        self._chunk_size = minimum_chunk_size
+        self._capitalize = capitalize_names
+        self._close_connection = close_connection
+        self._send_from_thread = send_from_thread
+        self.status: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.status_code = 0
+        self.head_sent = False
+        self._result: Iterable[bytes] | None = None
+        self._iterator: Iterator[bytes] | None = None
+        self._closed = False
+
+    def start_response(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = None,
+    ) -> Write:
+        """PEP 3333's ``start_response``."""
+        if exc_info is not None:
+            try:
+                if self.head_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame <-> traceback cycle
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        self.status = status
+        self.headers = list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333's ``write()`` callable: sends ``data`` (and the head, the first time)."""
+        if self.status is None:
+            raise AssertionError("write() called before start_response()")
+        self._send_from_thread(Batch(self._head(None), [_as_bytes(data)], done=False))
+
+    def call_app(self) -> Batch:
+        """Call the app and collect its first batch (for a list: the whole response)."""
+        try:
+            result = self._result = self._app(self.environ, self.start_response)
+            if isinstance(result, (list, tuple)):
+                chunks = [_as_bytes(item) for item in result]
+                length = sum(map(len, chunks))
+                self.close()
+                return Batch(self._head(length), chunks, done=True)
+            self._iterator = iter(result)
+            for key in CHUNK_SIZE_KEYS:
+                if key in self.environ:
+                    self._chunk_size = int(self.environ[key])
+                    break
+            return self._collect()
+        except BaseException:
+            self.close()
+            raise
+
+    def next_batch(self) -> Batch:
+        """The next batch of a streamed result, at least ``minimum_chunk_size`` bytes
+        unless the iterable ended."""
+        try:
+            return self._collect()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Call the result's ``close()``, if it has one and it was not called yet."""
+        if self._closed:
+            return
+        self._closed = True
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def sends_body(self) -> bool:
+        """Whether the response may carry content (not HEAD, 1xx, 204 or 304)."""
+        return has_body(self.status_code, self._method)
+
+    def _collect(self) -> Batch:
+        assert self._iterator is not None
+        chunks: list[bytes] = []
+        size = 0
+        for item in self._iterator:
+            if item:
+                chunks.append(_as_bytes(item))
+                size += len(item)
+                # HEAD sends no content: the first item is enough to know the headers.
+                if size >= self._chunk_size or self._method == b"HEAD":
+                    return Batch(self._head(None), chunks, done=False)
+        self.close()
+        return Batch(self._head(size if not self.head_sent else None), chunks, done=True)
+
+    def _head(self, content_length: int | None) -> h11.Response | None:
+        """The response head, built once; ``None`` when it already went out."""
+        if self.head_sent:
+            return None
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        head = build_response(
+            self.status,
+            self.headers,
+            capitalize_names=self._capitalize,
+            content_length=content_length,
+            close=self._close_connection(),
+        )
+        self.status_code = head.status_code
+        self.head_sent = True
+        return head
+
+
+def _as_bytes(item: object) -> bytes:
+    if type(item) is bytes:
+        return item
+    if isinstance(item, (bytearray, memoryview)):
+        return bytes(item)
+    raise TypeError(
+        f"WSGI response body items must be bytes, not {type(item).__name__}: {item!r:.60}"
+    )

@@ -113,8 +113,9 @@ class Config:
         return sys.stderr if self.log is None else self.log
 
     def _validate(self) -> None:
-        _check_bool(self, "log_x_forwarded_for", "log_output", "debug",
-                    "capitalize_response_headers")
+        _check_bool(
+            self, "log_x_forwarded_for", "log_output", "debug", "capitalize_response_headers"
+        )
         _check_int(self, "max_size", 1)
         _check_int(self, "minimum_chunk_size", 0)
         _check_int(self, "url_length_limit", 16)
@@ -123,12 +124,12 @@ class Config:
         _check_int(self, "max_header_bytes", 1024)
         if self.max_http_version not in ("HTTP/1.1", "HTTP/1.0"):
             raise ValueError(
-                f"max_http_version must be 'HTTP/1.1' or 'HTTP/1.0', "
-                f"not {self.max_http_version!r}"
+                f"max_http_version must be 'HTTP/1.1' or 'HTTP/1.0', not {self.max_http_version!r}"
             )
-        if self.custom_pool is not None and not isinstance(self.custom_pool, trio.CapacityLimiter):
+        pool = self.custom_pool
+        if pool is not None and not isinstance(pool, trio.CapacityLimiter):
             raise TypeError(
-                f"custom_pool must be a trio.CapacityLimiter, not {type(self.custom_pool).__name__}"
+                f"custom_pool must be a trio.CapacityLimiter, not {type(pool).__name__}"
             )
         if not isinstance(self.environ, Mapping):
             raise TypeError(f"environ must be a mapping, not {type(self.environ).__name__}")

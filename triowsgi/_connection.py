@@ -9,6 +9,7 @@ thread (see :mod:`._wsgi`); everything here runs in the connection's Trio task.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import socket
@@ -106,9 +107,7 @@ class HTTPConnection:
         self._threads = threads
         self._stats = stats
         self._info = connection_info(stream)
-        self._conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=config.max_header_bytes
-        )
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self._timeout = _seconds(config.socket_timeout)
         self._idle_timeout = (
             self._timeout if isinstance(config.keepalive, bool) else config.keepalive_timeout
@@ -228,7 +227,7 @@ class HTTPConnection:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise ClientDisconnected(str(exc)) from exc
             self._at_eof = not data
-            return data
+            return data if isinstance(data, bytes) else bytes(data)
         assert scope.cancelled_caught
         raise SocketTimeout("timed out waiting for the client")
 
@@ -341,7 +340,7 @@ class HTTPConnection:
         if self._sends_body and batch.chunks:
             data = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
             self._body_bytes += len(data)
-            pieces += self._conn.send_with_data_passthrough(h11.Data(data=data))
+            pieces += self._conn.send_with_data_passthrough(h11.Data(data=data)) or ()
         if batch.done:
             pieces.append(self._conn.send(h11.EndOfMessage()))
         if sum(map(len, pieces)) <= JOIN_LIMIT:
@@ -376,14 +375,12 @@ class HTTPConnection:
             close=True,
         )
         writer = h11.Connection(h11.SERVER)
-        data = writer.send(head) + writer.send(h11.Data(data=body)) + writer.send(
-            h11.EndOfMessage()
+        data = (
+            writer.send(head) + writer.send(h11.Data(data=body)) + writer.send(h11.EndOfMessage())
         )
         self._sends_body = False
-        try:
+        with contextlib.suppress(ClientDisconnected, SocketTimeout):
             await self._send_all(data)
-        except (ClientDisconnected, SocketTimeout):
-            pass
         self._failed = True
 
     # -- after the response ---------------------------------------------------------
@@ -441,7 +438,9 @@ class HTTPConnection:
         if not self._log.enabled:
             return
         line = b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR") if self._config.log_x_forwarded_for else None
+        forwarded = (
+            environ.get("HTTP_X_FORWARDED_FOR") if self._config.log_x_forwarded_for else None
+        )
         self._log.access(
             access_fields(
                 client_ip=self._info.remote_addr,
@@ -512,4 +511,3 @@ def _error_body(status: int, exc: BaseException | None) -> bytes:
 
         text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return text.encode("utf-8")
-

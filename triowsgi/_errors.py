@@ -77,8 +77,14 @@ class SocketTimeout(TimeoutError):
 
 _BY_STATUS: dict[int, type[HTTPError]] = {
     cls.status: cls
-    for cls in (BadRequest, URITooLong, RequestTooLarge, HeadersTooLarge,
-                NotImplementedEncoding, VersionNotSupported)
+    for cls in (
+        BadRequest,
+        URITooLong,
+        RequestTooLarge,
+        HeadersTooLarge,
+        NotImplementedEncoding,
+        VersionNotSupported,
+    )
 }
 
 

@@ -25,8 +25,10 @@ ResponseHead = h11.Response
 
 def capitalize(name: str) -> str:
     """eventlet's header-name style: ``sOMe-WEirD`` -> ``Some-Weird``; ASCII letters only."""
-    return "-".join(word[:1].upper() + word[1:].lower() if word.isascii() else _ascii_cap(word)
-                    for word in name.split("-"))
+    return "-".join(
+        word[:1].upper() + word[1:].lower() if word.isascii() else _ascii_cap(word)
+        for word in name.split("-")
+    )
 
 
 def _ascii_cap(word: str) -> str:

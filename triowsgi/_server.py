@@ -178,7 +178,8 @@ class _Acceptor:
     async def _accept(self, listener: trio.abc.Listener[Any]) -> trio.abc.Stream:
         while True:
             try:
-                return await listener.accept()
+                stream: trio.abc.Stream = await listener.accept()
+                return stream
             except OSError as exc:
                 if exc.errno not in ACCEPT_CAPACITY_ERRNOS:
                     raise

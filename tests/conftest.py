@@ -1,0 +1,119 @@
+"""Shared fixtures: a real triowsgi server on 127.0.0.1 and a raw-socket client."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+import triowsgi
+
+StartServer = Callable[..., Awaitable[triowsgi.ServerHandle]]
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> StartServer:
+    """``await start_server(app, **options)`` serves ``app`` on 127.0.0.1, a free port,
+    until the test ends; returns the server handle (``handle.port``)."""
+
+    async def start(app: Any, **options: Any) -> triowsgi.ServerHandle:
+        handle: triowsgi.ServerHandle = await nursery.start(
+            functools.partial(triowsgi.serve, app, 0, "127.0.0.1", **options)
+        )
+        return handle
+
+    return start
+
+
+class RawClient:
+    """A client that sends exactly the bytes a test gives it and reads what comes back."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        return cls(await trio.open_tcp_stream("127.0.0.1", port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def _fill(self) -> bool:
+        with trio.fail_after(10):
+            try:
+                data = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:  # a reset counts as EOF for the tests
+                data = b""
+        self.buffer += data
+        return bool(data)
+
+    async def read_until(self, marker: bytes) -> bytes:
+        """Everything up to and including ``marker``."""
+        while marker not in self.buffer:
+            if not await self._fill():
+                raise EOFError(f"connection closed before {marker!r}: {bytes(self.buffer)!r}")
+        end = self.buffer.index(marker) + len(marker)
+        data = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return data
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if not await self._fill():
+                raise EOFError(f"connection closed after {bytes(self.buffer)!r}")
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_to_eof(self) -> bytes:
+        """Everything until the server closes the connection."""
+        while await self._fill():
+            pass
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    async def read_response(self) -> tuple[bytes, dict[bytes, bytes], bytes]:
+        """One response: status line, lower-cased headers, body (Content-Length or
+        chunked; close-delimited bodies need read_to_eof)."""
+        head = await self.read_until(b"\r\n\r\n")
+        status, *lines = head[:-4].split(b"\r\n")
+        headers: dict[bytes, bytes] = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if b"content-length" in headers:
+            body = await self.read_exactly(int(headers[b"content-length"]))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            body = await self._read_chunked()
+        else:
+            body = b""
+        return status, headers, body
+
+    async def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size = int((await self.read_until(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await self.read_until(b"\r\n")
+                return bytes(body)
+            body += await self.read_exactly(size)
+            await self.read_exactly(2)
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@pytest.fixture
+def raw_client() -> Callable[[int], Awaitable[RawClient]]:
+    return RawClient.connect
+
+
+def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The smallest app: 200 with a fixed body."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"Hello, world!\n"]

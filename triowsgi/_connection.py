@@ -112,6 +112,7 @@ class HTTPConnection:
         self._idle_timeout = (
             self._timeout if isinstance(config.keepalive, bool) else config.keepalive_timeout
         )
+        self._http10_only = config.max_http_version == "HTTP/1.0"
         self._head_prefix = b""  # the first bytes of a request head, to tell 414 from 431
         # Per-request state, reset by _respond().
         self._method = b""
@@ -273,6 +274,10 @@ class HTTPConnection:
         except h11.RemoteProtocolError as exc:
             prefetched, complete = b"", False  # surfaces again on the app's first read
             self._log.debug(f"bad request body from {self._peer}: {exc}")
+        if self._http10_only:
+            # max_http_version="HTTP/1.0": answer as to an HTTP/1.0 client, so h11 frames
+            # bodies without chunking and ends the connection after the response.
+            self._conn.their_http_version = b"1.0"
         self._input = Input(self._pull_body, prefetched, complete=complete)
         environ = build_environ(request, self._info, self._config.environ, self._input)
         responder = Responder(
@@ -285,11 +290,16 @@ class HTTPConnection:
             send_from_thread=self._send_from_thread,
         )
         started = time.perf_counter()
-        status = await self._run_app(responder)
-        finished = time.perf_counter()
-        self._stats.requests_served += 1
-        await self._run_posthooks(environ)
-        self._log_access(request, environ, status, started, finished)
+        status = 0
+        try:
+            status = await self._run_app(responder)
+        finally:
+            # Also when the client went away or the server is stopping: posthooks are
+            # shielded, and the request did reach the app, so it is logged.
+            finished = time.perf_counter()
+            self._stats.requests_served += 1
+            await self._run_posthooks(environ)
+            self._log_access(request, environ, status or responder.status_code, started, finished)
 
     def _pull_body(self) -> bytes:
         return trio.from_thread.run(self._receive_body)
@@ -297,10 +307,19 @@ class HTTPConnection:
     def _send_from_thread(self, batch: Batch) -> None:
         trio.from_thread.run(self._send_batch, batch)
 
+    def _status_line_version(self, head: bytes) -> bytes:
+        # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names
+        # the version in it.
+        return b"HTTP/1.0" + head[8:] if self._http10_only else head
+
     def _must_close(self) -> bool:
         # A client still waiting for 100 Continue may or may not send its body: the
         # connection's framing is unknowable, so it ends with this response.
-        return not self._config.keepalive or self._conn.they_are_waiting_for_100_continue
+        return (
+            not self._config.keepalive
+            or self._http10_only
+            or self._conn.they_are_waiting_for_100_continue
+        )
 
     async def _run_app(self, responder: Responder) -> int:
         """Run the app and send its response; the status code sent (for the access log)."""
@@ -336,7 +355,7 @@ class HTTPConnection:
         pieces: list[bytes] = []
         if batch.head is not None:
             self._sends_body = has_body(batch.head.status_code, self._method)
-            pieces.append(self._conn.send(batch.head))
+            pieces.append(self._status_line_version(self._conn.send(batch.head) or b""))
         if self._sends_body and batch.chunks:
             data = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
             self._body_bytes += len(data)
@@ -457,7 +476,8 @@ class HTTPConnection:
     async def _close(self) -> None:
         """Close the stream; after an abrupt end, linger so the client reads our answer."""
         stream = self._stream
-        linger = self._conn.their_state in (h11.SEND_BODY, h11.ERROR) and not self._at_eof
+        unread = self._failed or self._conn.their_state in (h11.SEND_BODY, h11.ERROR)
+        linger = unread and not self._at_eof
         with trio.CancelScope(shield=True):
             if linger and isinstance(stream, trio.SocketStream):
                 await _lingering_close(stream)

@@ -125,10 +125,19 @@ def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
         listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
     try:
         trio.run(functools.partial(serve_listeners, site, [listener], **options))
-    except KeyboardInterrupt:
-        pass
+    except BaseException as exc:
+        if not _is_interrupt(exc):
+            raise
     finally:
         sock.close()
+
+
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, possibly wrapped in the exception groups of the nurseries it crossed."""
+    inner = getattr(exc, "exceptions", None)
+    if inner is not None:
+        return all(map(_is_interrupt, inner))
+    return isinstance(exc, KeyboardInterrupt)
 
 
 async def _serve(

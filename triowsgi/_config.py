@@ -67,6 +67,7 @@ class Config:
     threads: int = 40
     max_header_fields: int = 100
     max_header_bytes: int = 64 * 1024
+    graceful_timeout: float = 30.0
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:
@@ -134,6 +135,7 @@ class Config:
         if not isinstance(self.environ, Mapping):
             raise TypeError(f"environ must be a mapping, not {type(self.environ).__name__}")
         _check_seconds("socket_timeout", self.socket_timeout, allow_none=True)
+        _check_seconds("graceful_timeout", self.graceful_timeout, allow_none=False)
         if not isinstance(self.keepalive, bool):
             _check_seconds("keepalive", self.keepalive, allow_none=False)
         self._validate_log()

@@ -14,7 +14,8 @@ import dataclasses
 import math
 import socket
 import time
-from typing import Any, Final, final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar, final
 
 import h11
 import trio
@@ -33,9 +34,12 @@ from ._errors import (
 from ._input import Input
 from ._logging import ServerLog, access_fields
 from ._response import build_response, has_body
+from ._shutdown import Shutdown
 from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
 
 __all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
+
+T = TypeVar("T")
 
 # One receive_some() per request in the common case; big enough for a 64 KiB upload
 # piece, small enough that 1,000 idle connections don't pin much memory.
@@ -56,6 +60,8 @@ LINGER_LIMIT: Final = 1024 * 1024
 # Responses up to this size are joined into one send_all(); bigger bodies are sent as
 # they are, so large buffers are never copied.
 JOIN_LIMIT: Final = 64 * 1024
+# The longest a result's close() may take after a response was cut short.
+CLOSE_SECONDS: Final = 5.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
 
 
@@ -99,6 +105,7 @@ class HTTPConnection:
         log: ServerLog,
         threads: trio.CapacityLimiter,
         stats: ConnectionStats,
+        shutdown: Shutdown,
     ) -> None:
         self._stream = stream
         self._app = app
@@ -106,6 +113,7 @@ class HTTPConnection:
         self._log = log
         self._threads = threads
         self._stats = stats
+        self._shutdown = shutdown
         self._info = connection_info(stream)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self._timeout = _seconds(config.socket_timeout)
@@ -160,8 +168,10 @@ class HTTPConnection:
             return False
         if request is None:
             return False
-        await self._respond(request)
-        return await self._next_cycle()
+        with self._shutdown.in_flight() as scope:
+            await self._respond(request)
+            reuse = await self._next_cycle()
+        return reuse and not scope.cancelled_caught and not self._shutdown.closing
 
     # -- reading --------------------------------------------------------------------
 
@@ -211,11 +221,17 @@ class HTTPConnection:
         if len(headers) > self._config.max_header_fields:
             raise HeadersTooLarge(f"{len(headers)} header fields")
         has_length = has_encoding = False
+        block = 0
         for name, value in headers:
             if len(name) + len(value) + 2 > MAX_HEADER_LINE:
                 raise HeadersTooLarge(f"header line {name!r} too long")
+            block += len(name) + len(value) + 4  # "name: value\r\n"
             has_length = has_length or name == b"content-length"
             has_encoding = has_encoding or name == b"transfer-encoding"
+        # h11's max_incomplete_event_size only stops a head still incomplete at the
+        # limit; one that completes in the receive crossing it gets here.
+        if block > self._config.max_header_bytes:
+            raise HeadersTooLarge(f"header block of {block} bytes")
         if has_length and has_encoding:
             # RFC 9112 §6.1: a request smuggling signature.
             raise BadRequest("Content-Length and Transfer-Encoding are not allowed together")
@@ -248,9 +264,11 @@ class HTTPConnection:
     async def _maybe_send_continue(self) -> None:
         if self._conn.they_are_waiting_for_100_continue and not self._response_started:
             headers = self._input.hundred_continue_headers if self._input else []
-            await self._send_all(
-                self._conn.send(h11.InformationalResponse(status_code=100, headers=headers))
+            # h11 leaves the reason empty ("HTTP/1.1 100 \r\n"); send eventlet's line.
+            interim = h11.InformationalResponse(
+                status_code=100, reason=b"Continue", headers=headers
             )
+            await self._send_all(self._conn.send(interim))
 
     def _prefetch_body(self) -> tuple[bytes, bool]:
         """Body bytes already received with the head, and whether that is all of it."""
@@ -289,6 +307,8 @@ class HTTPConnection:
             close_connection=self._must_close,
             send_from_thread=self._send_from_thread,
         )
+        # Counted before the app runs: a client that has its response sees itself counted.
+        self._stats.requests_served += 1
         started = time.perf_counter()
         status = 0
         try:
@@ -297,7 +317,6 @@ class HTTPConnection:
             # Also when the client went away or the server is stopping: posthooks are
             # shielded, and the request did reach the app, so it is logged.
             finished = time.perf_counter()
-            self._stats.requests_served += 1
             await self._run_posthooks(environ)
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
@@ -317,6 +336,7 @@ class HTTPConnection:
         # connection's framing is unknowable, so it ends with this response.
         return (
             not self._config.keepalive
+            or self._shutdown.closing
             or self._http10_only
             or self._conn.they_are_waiting_for_100_continue
         )
@@ -324,22 +344,36 @@ class HTTPConnection:
     async def _run_app(self, responder: Responder) -> int:
         """Run the app and send its response; the status code sent (for the access log)."""
         try:
-            batch = await trio.to_thread.run_sync(responder.call_app, limiter=self._threads)
+            batch = await self._in_thread(responder.call_app)
             await self._send_batch(batch)
             while not batch.done:
                 if not self._sends_body:  # HEAD: the head is all the client gets
-                    await trio.to_thread.run_sync(responder.close, limiter=self._threads)
+                    await self._in_thread(responder.close)
                     await self._send_all(self._conn.send(h11.EndOfMessage()))
                     break
-                batch = await trio.to_thread.run_sync(responder.next_batch, limiter=self._threads)
+                batch = await self._in_thread(responder.next_batch)
                 await self._send_batch(batch)
             return responder.status_code
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(responder.close, limiter=self._threads)
+            await self._close_result(responder)
             raise
         except Exception as exc:
             return await self._app_failed(exc, responder)
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        # Abandoned on cancellation: only the shutdown grace period cancels app work, and
+        # an app stuck forever must not hold the server's exit.
+        return await trio.to_thread.run_sync(
+            fn, *args, limiter=self._threads, abandon_on_cancel=True
+        )
+
+    async def _close_result(self, responder: Responder) -> None:
+        """The iterable's ``close()`` after the response was cut short."""
+        with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
+            try:
+                await self._in_thread(responder.close)
+            except Exception as exc:
+                self._log.exception("error closing the application's iterable", exc)
 
     async def _app_failed(self, exc: Exception, responder: Responder) -> int:
         self._log.exception(f"error in the application for {self._peer}", exc)
@@ -441,10 +475,9 @@ class HTTPConnection:
             hooks += alias
         if not hooks:
             return
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(
-                _call_posthooks, hooks, environ, self._log, limiter=self._threads
-            )
+        # No shield of their own: the request's in-flight scope already protects them
+        # from the server's cancellation, and the grace period still bounds them.
+        await self._in_thread(_call_posthooks, hooks, environ, self._log)
 
     def _log_access(
         self,

@@ -15,6 +15,7 @@ import trio
 from ._config import Config
 from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
+from ._shutdown import Shutdown
 from ._wsgi import WSGIApp
 
 __all__ = ["ServerHandle", "serve", "serve_listeners", "server"]
@@ -149,13 +150,21 @@ async def _serve(
     log = ServerLog(config)
     stats = ConnectionStats()
     handle = ServerHandle(listeners, stats)
-    acceptor = _Acceptor(app, config, log, stats)
+    shutdown = Shutdown()
+    acceptor = _Acceptor(app, config, log, stats, shutdown)
     async with trio.open_nursery() as nursery:
         for listener in listeners:
             nursery.start_soon(acceptor.accept_loop, listener, nursery)
         for url in map(_url, listeners):
             log.info(f"{pid_prefix()} wsgi starting up on {url}")
         task_status.started(handle)
+        try:
+            await trio.sleep_forever()
+        finally:
+            # Cancelled (or an accept loop failed): listeners and idle connections are
+            # being cancelled with us; requests in flight get the grace period.
+            log.info(f"{pid_prefix()} wsgi exiting")
+            shutdown.begin(config.graceful_timeout)
 
 
 @final
@@ -164,8 +173,16 @@ class _Acceptor:
     from accept to close. With no slot free it does not accept: clients wait in the
     kernel's backlog, as with eventlet."""
 
-    def __init__(self, app: WSGIApp, config: Config, log: ServerLog, stats: ConnectionStats):
+    def __init__(
+        self,
+        app: WSGIApp,
+        config: Config,
+        log: ServerLog,
+        stats: ConnectionStats,
+        shutdown: Shutdown,
+    ):
         self._app = app
+        self._shutdown = shutdown
         self._config = config
         self._log = log
         self._stats = stats
@@ -208,6 +225,7 @@ class _Acceptor:
                 log=self._log,
                 threads=self._threads,
                 stats=self._stats,
+                shutdown=self._shutdown,
             )
             await connection.run()
         except Exception as exc:

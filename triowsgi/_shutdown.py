@@ -1,0 +1,48 @@
+"""Graceful shutdown: what happens when the scope running ``serve`` is cancelled.
+
+Listeners and idle connections are cancelled at once, like everything else in the
+server's nursery. A request in flight runs in a shielded scope instead, so it can finish
+and reach the client; :meth:`Shutdown.begin` gives those scopes a deadline (the grace
+period) and tells connections to close after their current response.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import final
+
+import trio
+
+__all__ = ["Shutdown"]
+
+
+@final
+class Shutdown:
+    """Shared by a server and its connections."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._deadline = math.inf
+        self._in_flight: set[trio.CancelScope] = set()
+
+    def begin(self, grace_seconds: float) -> None:
+        """Stop reusing connections; give requests in flight ``grace_seconds`` to finish."""
+        if self.closing:
+            return
+        self.closing = True
+        self._deadline = trio.current_time() + grace_seconds
+        for scope in self._in_flight:
+            scope.deadline = self._deadline
+
+    @contextmanager
+    def in_flight(self) -> Iterator[trio.CancelScope]:
+        """A scope for one request: immune to the server's cancellation, bounded by the
+        grace period once shutdown begins."""
+        with trio.CancelScope(shield=True, deadline=self._deadline) as scope:
+            self._in_flight.add(scope)
+            try:
+                yield scope
+            finally:
+                self._in_flight.discard(scope)

@@ -68,6 +68,8 @@ class Config:
     max_header_fields: int = 100
     max_header_bytes: int = 64 * 1024
     graceful_timeout: float = 30.0
+    header_timeout: float | None = 20.0
+    max_body_size: int | None = 1024**3
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:
@@ -136,6 +138,9 @@ class Config:
             raise TypeError(f"environ must be a mapping, not {type(self.environ).__name__}")
         _check_seconds("socket_timeout", self.socket_timeout, allow_none=True)
         _check_seconds("graceful_timeout", self.graceful_timeout, allow_none=False)
+        _check_seconds("header_timeout", self.header_timeout, allow_none=True)
+        if self.max_body_size is not None:
+            _check_int(self, "max_body_size", 0)
         if not isinstance(self.keepalive, bool):
             _check_seconds("keepalive", self.keepalive, allow_none=False)
         self._validate_log()
@@ -160,7 +165,9 @@ class Config:
 
 
 # Options where an explicit None is meaningful rather than "use the default".
-_NONE_MEANS_NONE: Final = frozenset({"socket_timeout", "log", "custom_pool"})
+_NONE_MEANS_NONE: Final = frozenset(
+    {"socket_timeout", "log", "custom_pool", "header_timeout", "max_body_size"}
+)
 
 
 def _check_bool(config: Config, *names: str) -> None:

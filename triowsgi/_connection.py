@@ -26,6 +26,8 @@ from ._errors import (
     ClientDisconnected,
     HeadersTooLarge,
     HTTPError,
+    RequestTimeout,
+    RequestTooLarge,
     SocketTimeout,
     URITooLong,
     VersionNotSupported,
@@ -117,6 +119,8 @@ class HTTPConnection:
         self._info = connection_info(stream)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self._timeout = _seconds(config.socket_timeout)
+        self._header_timeout = _seconds(config.header_timeout)
+        self._max_body = _seconds(config.max_body_size)
         self._idle_timeout = (
             self._timeout if isinstance(config.keepalive, bool) else config.keepalive_timeout
         )
@@ -127,6 +131,7 @@ class HTTPConnection:
         self._sends_body = True
         self._response_started = False
         self._body_bytes = 0
+        self._body_received = 0
         self._input: Input | None = None
         self._failed = False  # the server answered with an error: close after it
         self._at_eof = False
@@ -178,6 +183,9 @@ class HTTPConnection:
     async def _read_request(self) -> h11.Request | None:
         """The next request head, or None when the client closed or stayed idle too long."""
         idle = not self._conn.trailing_data[0]
+        # header_timeout bounds the whole head from its first byte, however slowly
+        # it trickles in (slowloris); socket_timeout bounds each wait within it.
+        deadline = math.inf if idle else trio.current_time() + self._header_timeout
         while True:
             event = self._next_event()
             if isinstance(event, h11.Request):
@@ -185,20 +193,29 @@ class HTTPConnection:
                 return event
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed
-            timeout = self._idle_timeout if idle else self._timeout
-            with trio.move_on_after(timeout):
-                data = await self._receive()
-                if idle:
-                    data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: skip empty lines
-                    if not data and not self._at_eof:
-                        continue
-                    idle = False
-                    self._head_prefix = data[: self._config.url_length_limit + 32]
-                self._conn.receive_data(data)
-                continue
             if idle:
-                return None
-            raise SocketTimeout("timed out reading a request head")
+                try:
+                    data = await self._receive(self._idle_timeout)
+                except SocketTimeout:
+                    return None  # an idle keep-alive connection timed out: just close
+                data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: skip empty lines
+                if not data and not self._at_eof:
+                    continue
+                idle = False
+                deadline = trio.current_time() + self._header_timeout
+                self._head_prefix = data[: self._config.url_length_limit + 32]
+            else:
+                data = await self._receive_head_part(deadline)
+            self._conn.receive_data(data)
+
+    async def _receive_head_part(self, deadline: float) -> bytes:
+        remaining = deadline - trio.current_time()
+        try:
+            return await self._receive(min(self._timeout, max(remaining, 0)))
+        except SocketTimeout:
+            if trio.current_time() >= deadline:
+                raise RequestTimeout(f"no request head in {self._header_timeout} s") from None
+            raise
 
     def _next_event(self) -> Any:
         try:
@@ -220,19 +237,24 @@ class HTTPConnection:
         headers = request.headers
         if len(headers) > self._config.max_header_fields:
             raise HeadersTooLarge(f"{len(headers)} header fields")
-        has_length = has_encoding = False
+        length: int | None = None
+        has_encoding = False
         block = 0
         for name, value in headers:
             if len(name) + len(value) + 2 > MAX_HEADER_LINE:
                 raise HeadersTooLarge(f"header line {name!r} too long")
             block += len(name) + len(value) + 4  # "name: value\r\n"
-            has_length = has_length or name == b"content-length"
+            if name == b"content-length":
+                length = int(value)  # h11 checked it is digits, and one value
             has_encoding = has_encoding or name == b"transfer-encoding"
         # h11's max_incomplete_event_size only stops a head still incomplete at the
         # limit; one that completes in the receive crossing it gets here.
         if block > self._config.max_header_bytes:
             raise HeadersTooLarge(f"header block of {block} bytes")
-        if has_length and has_encoding:
+        if length is not None and length > self._max_body:
+            # 413 before the app runs: RFC 9110 §15.5.14.
+            raise RequestTooLarge(f"Content-Length {length} > max_body_size")
+        if length is not None and has_encoding:
             # RFC 9112 §6.1: a request smuggling signature.
             raise BadRequest("Content-Length and Transfer-Encoding are not allowed together")
 
@@ -253,6 +275,9 @@ class HTTPConnection:
         while True:
             event = self._next_event()
             if isinstance(event, h11.Data):
+                self._body_received += len(event.data)
+                if self._body_received > self._max_body:  # a chunked body: no length upfront
+                    raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
                 return bytes(event.data)
             if isinstance(event, h11.EndOfMessage):
                 return b""
@@ -296,6 +321,7 @@ class HTTPConnection:
             # max_http_version="HTTP/1.0": answer as to an HTTP/1.0 client, so h11 frames
             # bodies without chunking and ends the connection after the response.
             self._conn.their_http_version = b"1.0"
+        self._body_received = len(prefetched)
         self._input = Input(self._pull_body, prefetched, complete=complete)
         environ = build_environ(request, self._info, self._config.environ, self._input)
         responder = Responder(
@@ -396,6 +422,9 @@ class HTTPConnection:
             pieces += self._conn.send_with_data_passthrough(h11.Data(data=data)) or ()
         if batch.done:
             pieces.append(self._conn.send(h11.EndOfMessage()))
+        # From here the client may have part of the final response (100 Continue is not
+        # one): an error can no longer be answered with a status.
+        self._response_started = True
         if sum(map(len, pieces)) <= JOIN_LIMIT:
             await self._send_all(b"".join(pieces))
         else:
@@ -405,7 +434,6 @@ class HTTPConnection:
     async def _send_all(self, data: bytes) -> None:
         if not data:
             return
-        self._response_started = True
         with trio.move_on_after(self._timeout):
             try:
                 await self._stream.send_all(data)
@@ -446,8 +474,23 @@ class HTTPConnection:
             return False
         if self._conn.their_state is not h11.DONE:
             return False
-        self._conn.start_next_cycle()
+        self._start_next_cycle()
         return True
+
+    def _start_next_cycle(self) -> None:
+        trailing, closed = self._conn.trailing_data
+        if not trailing.startswith((b"\r", b"\n")):
+            self._conn.start_next_cycle()
+            return
+        # RFC 9112 §2.2: skip empty lines before the next request line (a pipelined
+        # request, a CRLF after a body), which h11 refuses. Its buffer can't be edited,
+        # so a fresh state machine (both sides IDLE, as after a cycle) gets the rest.
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._config.max_header_bytes
+        )
+        self._conn.receive_data(trailing.lstrip(b"\r\n"))
+        if closed:
+            self._conn.receive_data(b"")
 
     async def _drain(self) -> bool:
         drained = 0

@@ -15,6 +15,7 @@ __all__ = [
     "HTTPError",
     "HeadersTooLarge",
     "NotImplementedEncoding",
+    "RequestTimeout",
     "RequestTooLarge",
     "SocketTimeout",
     "URITooLong",
@@ -37,6 +38,12 @@ class URITooLong(HTTPError):
     """The request target is longer than ``url_length_limit``."""
 
     status = 414
+
+
+class RequestTimeout(HTTPError):
+    """The request head did not arrive within ``header_timeout``."""
+
+    status = 408
 
 
 class RequestTooLarge(HTTPError):
@@ -78,6 +85,7 @@ class SocketTimeout(TimeoutError):
 _BY_STATUS: dict[int, type[HTTPError]] = {
     cls.status: cls
     for cls in (
+        RequestTimeout,
         BadRequest,
         URITooLong,
         RequestTooLarge,

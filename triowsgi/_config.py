@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Mapping
 from typing import Any, Final
 
 import trio
+
+from ._proxy import TrustedProxies
 
 __all__ = ["DEFAULT_LOG_FORMAT", "Config"]
 
@@ -70,6 +71,7 @@ class Config:
     graceful_timeout: float = 30.0
     header_timeout: float | None = 20.0
     max_body_size: int | None = 1024**3
+    forwarded_allow_ips: str | tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, **options: Any) -> Config:
@@ -110,11 +112,6 @@ class Config:
             return math.inf
         return float(self.keepalive)
 
-    @property
-    def log_target(self) -> Any:
-        """Where log lines go: the ``log`` option, or ``sys.stderr``."""
-        return sys.stderr if self.log is None else self.log
-
     def _validate(self) -> None:
         _check_bool(
             self, "log_x_forwarded_for", "log_output", "debug", "capitalize_response_headers"
@@ -144,6 +141,22 @@ class Config:
         if not isinstance(self.keepalive, bool):
             _check_seconds("keepalive", self.keepalive, allow_none=False)
         self._validate_log()
+        self._validate_proxies()
+
+    def _validate_proxies(self) -> None:
+        spec = self.forwarded_allow_ips
+        if not isinstance(spec, (str, tuple)) or not all(isinstance(s, str) for s in spec):
+            raise TypeError(
+                "forwarded_allow_ips must be a comma-separated str or a tuple of str, "
+                f"not {spec!r}"
+            )
+        try:
+            TrustedProxies(spec)
+        except ValueError as exc:
+            raise ValueError(
+                f"forwarded_allow_ips: {exc}; accepted: IP addresses, networks such as "
+                "'10.0.0.0/8', 'unix' and '*'"
+            ) from None
 
     def _validate_log(self) -> None:
         log = self.log

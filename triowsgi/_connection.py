@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._input import Input
 from ._logging import ServerLog, access_fields
+from ._proxy import TrustedProxies
 from ._response import build_response, has_body
 from ._shutdown import Shutdown
 from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
@@ -117,6 +118,7 @@ class HTTPConnection:
         self._stats = stats
         self._shutdown = shutdown
         self._info = connection_info(stream)
+        self._proxies = TrustedProxies(config.forwarded_allow_ips)
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self._timeout = _seconds(config.socket_timeout)
         self._header_timeout = _seconds(config.header_timeout)
@@ -324,6 +326,8 @@ class HTTPConnection:
         self._body_received = len(prefetched)
         self._input = Input(self._pull_body, prefetched, complete=complete)
         environ = build_environ(request, self._info, self._config.environ, self._input)
+        if self._proxies:
+            self._proxies.apply(environ)
         responder = Responder(
             self._app,
             environ,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -28,48 +30,24 @@ _MONTHS: Final = (
 )
 
 
-class ServerLog:
-    """Writes to the ``log`` option as eventlet does.
+# With no ``log`` option, lines go through these stdlib loggers, so that the
+# application's logging configuration applies to them.
+ACCESS_LOGGER: Final = "triowsgi.access"
+ERROR_LOGGER: Final = "triowsgi.error"
 
-    A logger (anything with callable ``info`` and ``debug``) is called directly; anything
-    else is a file written one line at a time, where debug lines appear only with
-    ``debug=True``. ``log_output=False`` silences everything.
-    """
 
-    __slots__ = ("_config", "_target", "enabled", "is_logger")
+class _Sink:
+    """One destination: a logger (callable ``info`` and ``debug``) or a file."""
 
-    def __init__(self, config: Config) -> None:
-        self._config = config
-        self._target: Any = config.log_target
-        self.enabled = config.log_output
-        self.is_logger = callable(getattr(self._target, "info", None)) and callable(
-            getattr(self._target, "debug", None)
+    __slots__ = ("_target", "is_logger")
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self.is_logger = callable(getattr(target, "info", None)) and callable(
+            getattr(target, "debug", None)
         )
 
-    def info(self, message: str) -> None:
-        if self.enabled:
-            self._emit("info", message)
-
-    def debug(self, message: str) -> None:
-        if self.enabled and (self.is_logger or self._config.debug):
-            self._emit("debug", message)
-
-    def error(self, message: str) -> None:
-        if self.enabled:
-            self._emit("error", message)
-
-    def exception(self, message: str, exc: BaseException) -> None:
-        """Log ``message`` with ``exc``'s traceback, at error level."""
-        if self.enabled:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            self._emit("error", f"{message}\n{tb.rstrip()}")
-
-    def access(self, fields: Mapping[str, object]) -> None:
-        """One access line, ``log_format % fields`` (the format was checked at start-up)."""
-        if self.enabled:
-            self._emit("info", self._config.log_format % fields)
-
-    def _emit(self, level: str, message: str) -> None:
+    def emit(self, level: str, message: str) -> None:
         if self.is_logger:
             getattr(self._target, level, self._target.info)(message)
         else:
@@ -77,6 +55,58 @@ class ServerLog:
             flush = getattr(self._target, "flush", None)
             if flush is not None:
                 flush()
+
+
+def _default_sink(name: str) -> _Sink:
+    # Nobody configured logging: write to stderr as eventlet does, rather than let
+    # logging's last-resort handler drop every line below WARNING.
+    logger = logging.getLogger(name)
+    return _Sink(logger if logger.hasHandlers() else sys.stderr)
+
+
+class ServerLog:
+    """Writes log lines as eventlet does, to the ``log`` option if given.
+
+    A logger (anything with callable ``info`` and ``debug``) is called directly; anything
+    else is a file written one line at a time, where debug lines appear only with
+    ``debug=True``. Without ``log``, access lines go to the ``triowsgi.access`` logger and
+    the rest to ``triowsgi.error`` (or stderr if logging is not configured).
+    ``log_output=False`` silences everything.
+    """
+
+    __slots__ = ("_access", "_config", "_errors", "enabled")
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self.enabled = config.log_output
+        if config.log is None:
+            self._access = _default_sink(ACCESS_LOGGER)
+            self._errors = _default_sink(ERROR_LOGGER)
+        else:
+            self._access = self._errors = _Sink(config.log)
+
+    def info(self, message: str) -> None:
+        if self.enabled:
+            self._errors.emit("info", message)
+
+    def debug(self, message: str) -> None:
+        if self.enabled and (self._errors.is_logger or self._config.debug):
+            self._errors.emit("debug", message)
+
+    def error(self, message: str) -> None:
+        if self.enabled:
+            self._errors.emit("error", message)
+
+    def exception(self, message: str, exc: BaseException) -> None:
+        """Log ``message`` with ``exc``'s traceback, at error level."""
+        if self.enabled:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self._errors.emit("error", f"{message}\n{tb.rstrip()}")
+
+    def access(self, fields: Mapping[str, object]) -> None:
+        """One access line, ``log_format % fields`` (the format was checked at start-up)."""
+        if self.enabled:
+            self._access.emit("info", self._config.log_format % fields)
 
 
 def pid_prefix() -> str:

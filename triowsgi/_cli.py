@@ -1,0 +1,280 @@
+"""``triowsgi module:app`` (and ``python -m triowsgi``): the command-line server.
+
+Flags follow gunicorn's and uvicorn's names. SIGTERM or SIGINT starts a graceful shutdown
+(listeners closed, requests in flight finish within ``--graceful-timeout``, exit 0); a
+second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+from collections.abc import Sequence
+from typing import Any, Final, NoReturn
+
+import trio
+
+from . import __version__
+from ._logging import ACCESS_LOGGER
+from ._server import ServerHandle, serve_listeners
+from ._wsgi import WSGIApp
+
+__all__ = ["main"]
+
+DEFAULT_HOST: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 8090
+# Exit status when the second signal cuts a graceful shutdown short (128 + SIGTERM, as
+# a shell reports a process killed by it).
+FORCED_EXIT_STATUS: Final = 128 + signal.SIGTERM
+Listener = trio.abc.Listener[Any]
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line; never returns."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        app = load_app(args.app, factory=args.factory)
+        ssl_context = _ssl_context(args.certfile, args.keyfile)
+        options = _options(args)
+    except CLIError as exc:
+        print(f"triowsgi: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    _configure_logging(args.log_level, access_log=args.access_log)
+    try:
+        trio.run(_run, app, args.bind or [f"{args.host}:{args.port}"], ssl_context, options)
+    except CLIError as exc:
+        print(f"triowsgi: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="triowsgi",
+        description="Serve a WSGI application over HTTP/1.1 with triowsgi.",
+        epilog="Example: triowsgi --bind 0.0.0.0:8000 --threads 64 myproject.wsgi:application",
+    )
+    p.add_argument("app", help="the WSGI app as MODULE:ATTRIBUTE (e.g. myapp:app)")
+    p.add_argument("--version", action="version", version=f"triowsgi {__version__}")
+    add = p.add_argument
+    add(
+        "-b",
+        "--bind",
+        action="append",
+        metavar="ADDRESS",
+        help="HOST:PORT, [::]:PORT, unix:PATH or fd://N; repeatable (default: --host:--port)",
+    )
+    add("--host", default=DEFAULT_HOST, help=f"host to bind (default {DEFAULT_HOST})")
+    add("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
+    add("--factory", action="store_true", help="MODULE:ATTRIBUTE is a callable returning the app")
+    add("--certfile", help="TLS certificate (PEM); serves HTTPS with --keyfile")
+    add("--keyfile", help="TLS private key (PEM)")
+    add("--threads", type=int, help="worker threads for the app (default 40)")
+    add("--max-size", type=int, help="connections served at once (default 1024)")
+    add(
+        "--keepalive",
+        type=float,
+        help="seconds a keep-alive connection may idle; 0 disables keep-alive (default: no limit)",
+    )
+    add("--socket-timeout", type=float, help="seconds any wait on a client may take")
+    add("--header-timeout", type=float, help="seconds to receive a request head (default 20)")
+    add("--max-body-size", type=int, help="largest request body in bytes (default 1 GiB)")
+    add("--max-header-bytes", type=int, help="largest request head in bytes (default 65536)")
+    add("--url-length-limit", type=int, help="longest request target (default 8192)")
+    add(
+        "--graceful-timeout",
+        type=float,
+        help="seconds requests in flight get at shutdown (default 30)",
+    )
+    add(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated proxies trusted for X-Forwarded-For/-Proto ('*' for any)",
+    )
+    add(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request (default on)",
+    )
+    add("--log-format", help="access log format (eventlet's %%-style fields)")
+    add(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="default info",
+    )
+    add("--debug", action="store_true", help="send tracebacks in 500 responses")
+    return p
+
+
+def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
+    """Import ``MODULE:ATTRIBUTE`` (the current directory first on the path, as for
+    gunicorn); with ``factory``, call it to get the app."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
+    app: Any = module
+    for name in attribute.split("."):
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        app = app()
+    if not callable(app):
+        raise CLIError(f"{spec} is not callable: {type(app).__name__}")
+    return app  # type: ignore[no-any-return]
+
+
+def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if certfile is None:
+        if keyfile is not None:
+            raise CLIError("--keyfile needs --certfile")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CLIError(f"cannot load the TLS certificate {certfile!r}: {exc}") from None
+    return context
+
+
+_FLAG_OPTIONS: Final = (
+    "threads",
+    "max_size",
+    "socket_timeout",
+    "header_timeout",
+    "max_body_size",
+    "max_header_bytes",
+    "url_length_limit",
+    "graceful_timeout",
+    "forwarded_allow_ips",
+    "log_format",
+)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        name: getattr(args, name) for name in _FLAG_OPTIONS if getattr(args, name) is not None
+    }
+    if args.keepalive is not None:
+        options["keepalive"] = args.keepalive if args.keepalive > 0 else False
+    if args.debug:
+        options["debug"] = True
+    from ._config import Config
+
+    try:
+        Config.from_options(**options)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
+    return options
+
+
+def _configure_logging(level: str, *, access_log: bool) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    if not access_log:
+        logging.getLogger(ACCESS_LOGGER).disabled = True
+
+
+async def _run(
+    app: WSGIApp, binds: list[str], ssl_context: ssl.SSLContext | None, options: dict[str, Any]
+) -> None:
+    listeners: list[Listener] = []
+    for bind in binds:
+        listeners += await open_listeners(bind)
+    if ssl_context is not None:
+        listeners = [
+            trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
+        ]
+    async with trio.open_nursery() as nursery:
+        serve_scope = trio.CancelScope()
+
+        async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
+            with serve_scope:
+                await serve_listeners(app, listeners, task_status=task_status, **options)
+            nursery.cancel_scope.cancel()  # the server is done: stop watching signals
+
+        nursery.start_soon(_watch_signals, serve_scope)
+        await nursery.start(run_server)
+
+
+async def _watch_signals(serve_scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            if serve_scope.cancel_called:
+                logging.getLogger("triowsgi.error").warning("second signal: exiting now")
+                os._exit(FORCED_EXIT_STATUS)
+            logging.getLogger("triowsgi.error").info(
+                f"{signal.Signals(signum).name}: shutting down gracefully"
+            )
+            serve_scope.cancel()
+
+
+async def open_listeners(bind: str) -> list[Listener]:
+    """Listeners for one ``--bind`` value: ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` or
+    ``fd://N`` (an inherited listening socket, e.g. from systemd)."""
+    if bind.startswith("unix:"):
+        return [await _unix_listener(bind[len("unix:") :])]
+    if bind.startswith("fd://"):
+        return [_fd_listener(bind[len("fd://") :])]
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CLIError(f"--bind {bind!r}: expected HOST:PORT, [::]:PORT, unix:PATH or fd://N")
+    host = host.strip("[]") or DEFAULT_HOST
+    try:
+        return list(await trio.open_tcp_listeners(int(port), host=host))
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+
+
+async def _unix_listener(path: str) -> Listener:
+    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if os.path.exists(path) and not _is_live_socket(path):
+            os.unlink(path)  # a stale socket file from a previous run
+        await sock.bind(path)
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise CLIError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
+    return trio.SocketListener(sock)
+
+
+def _is_live_socket(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def _fd_listener(number: str) -> Listener:
+    if not number.isdigit():
+        raise CLIError(f"--bind fd://{number}: expected a file descriptor number")
+    try:
+        sock = socket.socket(fileno=int(number))
+    except OSError as exc:
+        raise CLIError(f"fd://{number} is not a socket: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))

@@ -175,6 +175,7 @@ class HTTPConnection:
             return False
         if request is None:
             return False
+        reuse = False  # stays so if the grace period runs out mid-request
         with self._shutdown.in_flight() as scope:
             await self._respond(request)
             reuse = await self._next_cycle()
@@ -579,6 +580,8 @@ async def _lingering_close(stream: trio.SocketStream) -> None:
                 received += len(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
+    except trio.BusyResourceError:
+        pass  # an abandoned app thread is still reading the body: just close
     await trio.aclose_forcefully(stream)
 
 

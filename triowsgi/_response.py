@@ -80,6 +80,9 @@ def build_response(
         seen_length = seen_length or lower == "content-length"
         if capitalize_names:
             name = capitalize(name)
+        # RFC 9110 §5.5: surrounding SP/HTAB is not part of the value; h11 would refuse
+        # it, and eventlet sent such values, so trim rather than fail the response.
+        value = value.strip(" \t")
         raw.append((_latin1(name, "header name"), _latin1(value, "header value")))
     if not seen_date:
         raw.append((b"Date", http_date_now()))

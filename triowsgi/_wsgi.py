@@ -8,6 +8,7 @@ one request's app-side state; its methods run in the app's worker thread and han
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -39,6 +40,9 @@ CHUNK_SIZE_KEYS: Final = (
     "triowsgi.minimum_write_chunk_size",
     "eventlet.minimum_write_chunk_size",
 )
+# The scheme and authority of an absolute-form request target (the scheme is
+# case-insensitive, RFC 3986 §3.1).
+_ABSOLUTE_FORM_RE: Final = re.compile(r"https?://[^/?]*", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,15 +107,17 @@ def build_environ(
 def _split_target(target: bytes) -> tuple[str, str | None]:
     """Path and query (``None`` without a ``?``) of an origin- or absolute-form target."""
     text = target.decode("latin-1")
-    if text.startswith(("http://", "https://")):  # absolute-form, RFC 9112 §3.2.2
-        slash = text.find("/", text.index("//") + 2)
-        text = "/" if slash < 0 else text[slash:]
+    authority = _ABSOLUTE_FORM_RE.match(text)  # absolute-form, RFC 9112 §3.2.2
+    if authority is not None:
+        text = text[authority.end() :]
     path, question, query = text.partition("?")
-    return path, (query if question else None)
+    # An absolute-form target may have an empty path ("http://host?q"): it means "/".
+    return path or "/", (query if question else None)
 
 
 def _add_headers(environ: dict[str, Any], raw_items: list[tuple[bytes, bytes]]) -> None:
     headers_raw = []
+    first: dict[str, str] = {}  # CONTENT_TYPE/LENGTH: the first header, over any preset
     for raw_name, raw_value in raw_items:
         name = raw_name.decode("latin-1")
         value = raw_value.decode("latin-1")
@@ -120,11 +126,12 @@ def _add_headers(environ: dict[str, Any], raw_items: list[tuple[bytes, bytes]]) 
             continue  # X_Forwarded_For would collide with X-Forwarded-For: drop it
         key = name.upper().replace("-", "_")
         if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            environ.setdefault(key, value)
+            first.setdefault(key, value)
             continue
         key = "HTTP_" + key
         previous = environ.get(key)
         environ[key] = value if previous is None else f"{previous},{value}"
+    environ.update(first)
     environ["headers_raw"] = tuple(headers_raw)
 
 

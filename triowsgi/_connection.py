@@ -263,18 +263,25 @@ class HTTPConnection:
 
     async def _receive(self, timeout: float | None = None) -> bytes:
         """The next bytes from the client (``b""`` at EOF)."""
-        with trio.move_on_after(self._timeout if timeout is None else timeout) as scope:
-            try:
+        timeout = self._timeout if timeout is None else timeout
+        try:
+            if timeout == math.inf:  # no cancel scope: it costs more than the receive
                 data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            self._at_eof = not data
-            return data if isinstance(data, bytes) else bytes(data)
-        assert scope.cancelled_caught
-        raise SocketTimeout("timed out waiting for the client")
+            else:
+                with trio.move_on_after(timeout):
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                    timeout = 0
+                if timeout:
+                    raise SocketTimeout("timed out waiting for the client")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        self._at_eof = not data
+        return data if isinstance(data, bytes) else bytes(data)
 
     async def _receive_body(self) -> bytes:
         """The next piece of the request body, ``b""`` at its end (for ``wsgi.input``)."""
+        if self._body_received > self._max_body:
+            raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
         while True:
             event = self._next_event()
             if isinstance(event, h11.Data):
@@ -325,6 +332,10 @@ class HTTPConnection:
             # bodies without chunking and ends the connection after the response.
             self._conn.their_http_version = b"1.0"
         self._body_received = len(prefetched)
+        if self._body_received > self._max_body:
+            # A chunked body already too large on arrival: the app's first read gets the
+            # 413, as when it arrives later.
+            prefetched, complete = b"", False
         self._input = Input(self._pull_body, prefetched, complete=complete)
         environ = build_environ(request, self._info, self._config.environ, self._input)
         if self._proxies:
@@ -439,12 +450,15 @@ class HTTPConnection:
     async def _send_all(self, data: bytes) -> None:
         if not data:
             return
-        with trio.move_on_after(self._timeout):
-            try:
+        try:
+            if self._timeout == math.inf:
                 await self._stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            return
+                return
+            with trio.move_on_after(self._timeout):
+                await self._stream.send_all(data)
+                return
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
         raise SocketTimeout("timed out sending to the client")
 
     async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
@@ -535,7 +549,7 @@ class HTTPConnection:
         started: float,
         finished: float,
     ) -> None:
-        if not self._log.enabled:
+        if not self._log.access_enabled:
             return
         line = b"%s %s HTTP/%s" % (request.method, request.target, request.http_version)
         forwarded = (
@@ -598,6 +612,7 @@ def _call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -
 
 _REASONS: Final = {
     400: "Bad Request",
+    408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",

@@ -47,6 +47,13 @@ class _Sink:
             getattr(target, "debug", None)
         )
 
+    def wants_info(self) -> bool:
+        """False when a stdlib logger would drop an info line anyway."""
+        target = self._target
+        if isinstance(target, logging.Logger):
+            return not target.disabled and target.isEnabledFor(logging.INFO)
+        return True
+
     def emit(self, level: str, message: str) -> None:
         if self.is_logger:
             getattr(self._target, level, self._target.info)(message)
@@ -102,6 +109,11 @@ class ServerLog:
         if self.enabled:
             tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             self._errors.emit("error", f"{message}\n{tb.rstrip()}")
+
+    @property
+    def access_enabled(self) -> bool:
+        """Whether an access line would be written (so its fields are worth building)."""
+        return self.enabled and self._access.wants_info()
 
     def access(self, fields: Mapping[str, object]) -> None:
         """One access line, ``log_format % fields`` (the format was checked at start-up)."""

@@ -48,9 +48,9 @@ class TrustedProxies:
         """Rewrite ``REMOTE_ADDR``/``wsgi.url_scheme`` if the peer is a trusted proxy."""
         if not self.trusts(environ["REMOTE_ADDR"]):
             return
-        forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
-        if forwarded_for:
-            environ["REMOTE_ADDR"] = self._client(forwarded_for.split(","))
+        client = self._client(environ.get("HTTP_X_FORWARDED_FOR", "").split(","))
+        if client:  # a blank X-Forwarded-For names nobody: the peer stays the client
+            environ["REMOTE_ADDR"] = client
             environ["REMOTE_PORT"] = "0"  # the client's port is not forwarded
         proto = environ.get("HTTP_X_FORWARDED_PROTO", "").rsplit(",", 1)[-1].strip().lower()
         if proto in _SCHEMES:

@@ -9,9 +9,7 @@ period) and tells connections to close after their current response.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import final
+from typing import Any, final
 
 import trio
 
@@ -36,13 +34,25 @@ class Shutdown:
         for scope in self._in_flight:
             scope.deadline = self._deadline
 
-    @contextmanager
-    def in_flight(self) -> Iterator[trio.CancelScope]:
+    def in_flight(self) -> _InFlight:
         """A scope for one request: immune to the server's cancellation, bounded by the
         grace period once shutdown begins."""
-        with trio.CancelScope(shield=True, deadline=self._deadline) as scope:
-            self._in_flight.add(scope)
-            try:
-                yield scope
-            finally:
-                self._in_flight.discard(scope)
+        return _InFlight(self._in_flight, trio.CancelScope(shield=True, deadline=self._deadline))
+
+
+@final
+class _InFlight:
+    # A class rather than @contextmanager: this runs for every request.
+    __slots__ = ("_registry", "_scope")
+
+    def __init__(self, registry: set[trio.CancelScope], scope: trio.CancelScope) -> None:
+        self._registry = registry
+        self._scope = scope
+
+    def __enter__(self) -> trio.CancelScope:
+        self._registry.add(self._scope)
+        return self._scope.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        self._registry.discard(self._scope)
+        return self._scope.__exit__(*exc_info)

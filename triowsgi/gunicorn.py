@@ -1,0 +1,194 @@
+"""A gunicorn worker class that serves with triowsgi.
+
+Install ``triowsgi[gunicorn]``, then::
+
+    gunicorn -k triowsgi.gunicorn.Worker -w 4 -b 0.0.0.0:8000 myproject.wsgi:application
+
+Each worker process runs one Trio event loop serving the app on the listening sockets it
+inherits from gunicorn's arbiter (TCP or unix; TLS with ``--certfile``/``--keyfile``).
+The arbiter manages workers as it does its own: ``HUP`` replaces them, ``TTIN``/``TTOU``
+resize, ``TERM`` stops gracefully (listeners closed, requests in flight finish within
+``--graceful-timeout``), ``QUIT``/``INT`` stop at once, ``--max-requests`` recycles
+workers. Each worker notifies the arbiter from its event loop, so ``--timeout`` replaces
+a worker whose loop is stuck; the app runs in threads, so one slow request is not a
+stuck worker (``--graceful-timeout`` still bounds requests at shutdown).
+
+gunicorn settings that apply:
+
+- ``--keepalive N``: seconds an idle keep-alive connection is kept (0: no keep-alive).
+- ``--graceful-timeout N``: seconds requests in flight get after ``TERM``.
+- ``--threads N``: threads running the app, i.e. requests in the app at once. gunicorn's
+  default of 1 suits its sync worker but would serialise every request here, so 1 means
+  triowsgi's default, 40.
+- ``--worker-connections N``: connections a worker serves at once (``max_size``).
+- ``--limit-request-line N``: longest request target (0: bounded only by the 64 KiB head).
+- ``--limit-request-fields N``: most header fields in a request (0: 32768).
+- ``--forwarded-allow-ips``: proxies trusted for ``X-Forwarded-For``/``-Proto``.
+- ``--max-requests``, ``--max-requests-jitter``, ``--timeout``: as above.
+- ``--certfile``, ``--keyfile``, ``--ca-certs``, ``--cert-reqs``, ``--ciphers`` and the
+  ``ssl_context`` hook. ALPN offers ``http/1.1`` only: triowsgi does not speak HTTP/2.
+- ``--error-logfile``, ``--log-level``, ``--access-logfile``, syslog and logconfig: the
+  ``triowsgi.error`` and ``triowsgi.access`` loggers write to gunicorn's handlers (unless
+  you gave them handlers yourself). Access lines are triowsgi's (eventlet's format) and
+  appear only when gunicorn's access log is enabled.
+- Server hooks that gunicorn itself runs (``post_fork``, ``post_worker_init``,
+  ``worker_int``, ``worker_exit``, ...).
+
+Not applied: ``--limit-request-field-size`` (triowsgi caps each header line at 8 KiB and
+the head at 64 KiB), ``--access-logformat``, ``pre_request``/``post_request``,
+``secure_scheme_headers`` (only ``X-Forwarded-Proto`` from a trusted proxy counts),
+``--proxy-protocol``, ``http_protocols`` (HTTP/2). triowsgi's limits that gunicorn has no
+setting for keep their defaults: ``header_timeout`` 20 s, ``max_body_size`` 1 GiB.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import ssl
+import threading
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import trio
+from gunicorn.sock import ssl_context as gunicorn_ssl_context
+from gunicorn.workers.base import Worker as BaseWorker
+
+from ._logging import ACCESS_LOGGER, ERROR_LOGGER
+from ._server import ServerHandle, serve_listeners
+
+__all__ = ["Worker", "options_from_config"]
+
+# gunicorn's --threads default; see the module docstring.
+GUNICORN_DEFAULT_THREADS: Final = 1
+DEFAULT_THREADS: Final = 40
+# gunicorn's 0 ("unlimited") for the request line: h11's head limit bounds it anyway.
+UNLIMITED_REQUEST_LINE: Final = 64 * 1024
+UNLIMITED_REQUEST_FIELDS: Final = 32768  # gunicorn's largest --limit-request-fields
+# gunicorn allows --graceful-timeout 0; triowsgi wants a positive grace period.
+MIN_GRACEFUL_TIMEOUT: Final = 0.001
+# How often the worker tells the arbiter it is alive and checks whether to stop.
+WATCH_INTERVAL: Final = 0.2
+# After QUIT or INT, how long requests in flight may delay the exit (gunicorn's own
+# workers sleep this long before exiting).
+QUICK_EXIT_SECONDS: Final = 0.1
+
+
+def options_from_config(cfg: Any) -> dict[str, Any]:
+    """triowsgi options for a gunicorn ``Config`` (see the module docstring)."""
+    return {
+        "keepalive": cfg.keepalive if cfg.keepalive > 0 else False,
+        "graceful_timeout": max(cfg.graceful_timeout, MIN_GRACEFUL_TIMEOUT),
+        "threads": DEFAULT_THREADS if cfg.threads <= GUNICORN_DEFAULT_THREADS else cfg.threads,
+        "max_size": cfg.worker_connections,
+        "url_length_limit": cfg.limit_request_line or UNLIMITED_REQUEST_LINE,
+        "max_header_fields": cfg.limit_request_fields or UNLIMITED_REQUEST_FIELDS,
+        "forwarded_allow_ips": tuple(cfg.forwarded_allow_ips),
+    }
+
+
+class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
+    """``gunicorn -k triowsgi.gunicorn.Worker``: one Trio loop per worker process."""
+
+    _quit_timer: threading.Timer | None = None
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # Trio wakes its loop on signals through its own wakeup fd (and warns if one is
+        # already set); TERM, QUIT and INT are handled inside the loop, see _serve.
+        signal.set_wakeup_fd(-1)
+
+    def run(self) -> None:
+        options = options_from_config(self.cfg)  # fails (worker boot error) if invalid
+        self._route_logs()
+        try:
+            trio.run(self._serve, options)
+        finally:
+            if self._quit_timer is not None:
+                self._quit_timer.cancel()
+
+    def _route_logs(self) -> None:
+        """Send triowsgi's lines to gunicorn's log handlers."""
+        access_on = getattr(self.log, "access_log_enabled", bool(self.cfg.accesslog))
+        routes = (
+            (ERROR_LOGGER, getattr(self.log, "error_log", None), True),
+            (ACCESS_LOGGER, getattr(self.log, "access_log", None), access_on),
+        )
+        for name, source, enabled in routes:
+            logger = logging.getLogger(name)
+            if logger.handlers or source is None:
+                continue  # configured by the user, or a logger_class we don't know
+            # A handler even when off: without one, triowsgi would write to stderr.
+            logger.handlers = list(source.handlers) if enabled else [logging.NullHandler()]
+            logger.setLevel(source.getEffectiveLevel())
+            logger.propagate = False
+
+    async def _serve(self, options: dict[str, Any]) -> None:
+        # Outermost, so that signals still pending when it closes are redelivered to
+        # gunicorn's handlers outside the nursery.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGQUIT, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                serving = trio.CancelScope()
+
+                async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
+                    with serving:
+                        await serve_listeners(
+                            self.wsgi, self._listeners(), task_status=task_status, **options
+                        )
+                    nursery.cancel_scope.cancel()  # served its last request: stop watching
+
+                handle = await nursery.start(run_server)
+                nursery.start_soon(self._watch_signals, signals, serving, nursery.cancel_scope)
+                nursery.start_soon(self._watch, handle, serving)
+
+    def _listeners(self) -> list[trio.abc.Listener[Any]]:
+        context = self._ssl_context() if self.cfg.is_ssl else None
+        listeners: list[trio.abc.Listener[Any]] = []
+        for sock in self.sockets:
+            listener: trio.abc.Listener[Any] = trio.SocketListener(
+                trio.socket.from_stdlib_socket(sock.sock)
+            )
+            if context is not None:
+                listener = trio.SSLListener(listener, context, https_compatible=True)
+            listeners.append(listener)
+        return listeners
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context: ssl.SSLContext = gunicorn_ssl_context(self.cfg)
+        # Never agree to h2 in ALPN (gunicorn's http_protocols): we speak HTTP/1.1 only.
+        context.set_alpn_protocols(["http/1.1"])
+        return context
+
+    async def _watch_signals(
+        self,
+        signals: AsyncIterator[int],
+        serving: trio.CancelScope,
+        everything: trio.CancelScope,
+    ) -> None:
+        async for signum in signals:
+            self.alive = False
+            if signum == signal.SIGTERM:
+                serving.cancel()  # graceful: requests in flight get the grace period
+                continue
+            # QUIT, INT: gunicorn's immediate shutdown.
+            self.cfg.worker_int(self)
+            self._quit_timer = threading.Timer(QUICK_EXIT_SECONDS, os._exit, (0,))
+            self._quit_timer.daemon = True
+            self._quit_timer.start()
+            everything.cancel()
+
+    async def _watch(self, handle: ServerHandle, serving: trio.CancelScope) -> None:
+        """The arbiter's heartbeat, kept up through the grace period too, and the reasons
+        a worker stops by itself."""
+        while True:
+            self.notify()
+            if self.alive and handle.requests_served >= self.max_requests:
+                self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            if self.alive and os.getppid() != self.ppid:
+                self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False
+            if not self.alive:  # also set by gunicorn's handlers and its reloader
+                serving.cancel()
+            await trio.sleep(WATCH_INTERVAL)

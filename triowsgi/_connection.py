@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from ._errors import (
     ClientDisconnected,
     HeadersTooLarge,
     HTTPError,
+    MethodNotImplemented,
     RequestTimeout,
     RequestTooLarge,
     SocketTimeout,
@@ -66,6 +68,8 @@ JOIN_LIMIT: Final = 64 * 1024
 # The longest a result's close() may take after a response was cut short.
 CLOSE_SECONDS: Final = 5.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
+# RFC 9112 §3.2 requires a 400 for an invalid Host: uri-host [ ":" port ] (RFC 3986).
+HOST_RE: Final = re.compile(rb"(\[[0-9A-Za-z:.]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 
 
 @dataclasses.dataclass(slots=True)
@@ -157,7 +161,10 @@ class HTTPConnection:
 
     async def _handshake(self) -> None:
         if isinstance(self._stream, trio.SSLStream):
-            with trio.move_on_after(self._timeout) as scope:
+            # The handshake comes before the head and is bounded like it: otherwise a
+            # client trickling a ClientHello would hold the connection for ever (slowloris
+            # over TLS), since socket_timeout is off by default.
+            with trio.move_on_after(min(self._timeout, self._header_timeout)) as scope:
                 try:
                     await self._stream.do_handshake()
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -185,15 +192,18 @@ class HTTPConnection:
 
     async def _read_request(self) -> h11.Request | None:
         """The next request head, or None when the client closed or stayed idle too long."""
-        idle = not self._conn.trailing_data[0]
+        buffered = self._conn.trailing_data[0]
+        idle = not buffered
+        received = [buffered]  # what the head is parsed from, to check its line ends
         # header_timeout bounds the whole head from its first byte, however slowly
         # it trickles in (slowloris); socket_timeout bounds each wait within it.
         deadline = math.inf if idle else trio.current_time() + self._header_timeout
         while True:
             event = self._next_event()
             if isinstance(event, h11.Request):
+                self._check_line_ends(b"".join(received))
                 self._check_request(event)
-                return event
+                return _as_http11(event)
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed
             if idle:
@@ -207,8 +217,10 @@ class HTTPConnection:
                 idle = False
                 deadline = trio.current_time() + self._header_timeout
                 self._head_prefix = data[: self._config.url_length_limit + 32]
+                self._check_request_line()
             else:
                 data = await self._receive_head_part(deadline)
+            received.append(data)
             self._conn.receive_data(data)
 
     async def _receive_head_part(self, deadline: float) -> bytes:
@@ -229,14 +241,35 @@ class HTTPConnection:
                 raise URITooLong("request line too long") from exc
             raise error from exc
 
+    def _check_request_line(self) -> None:
+        # An HTTP/0.9 request ("GET /\r\n") would wait, bounded only by header_timeout,
+        # for a head it never completes: a whole first line with no version is refused.
+        line, newline, _ = self._head_prefix.partition(b"\n")
+        if newline and not line.rstrip(b"\r").rpartition(b" ")[2].startswith(b"HTTP/"):
+            raise BadRequest("no HTTP version in the request line")
+
+    def _check_line_ends(self, data: bytes) -> None:
+        # h11 takes a bare LF for a line end (RFC 9112 §2.2 allows it), but an
+        # intermediary that doesn't would frame the request differently: the smuggling
+        # of CVE-2022-32214 (Node.js) and GHSA-pg36-wpm5-g57p (waitress).
+        head = data[: len(data) - len(self._conn.trailing_data[0])]
+        if head.count(b"\n") != head.count(b"\r\n"):
+            raise BadRequest("bare LF in the request head")
+
     def _check_request(self, request: h11.Request) -> None:
         """Rules h11 leaves to the server (see DECISIONS.md)."""
-        if request.http_version not in (b"1.0", b"1.1"):
+        if not request.http_version.startswith(b"1."):
             if request.http_version >= b"2":
                 raise VersionNotSupported(request.http_version.decode("ascii"))
             raise BadRequest(f"unsupported HTTP version {request.http_version!r}")
+        if request.method == b"CONNECT":
+            # No tunnels here, and a 2xx answer would make h11 switch protocols.
+            raise MethodNotImplemented("CONNECT")
         if len(request.target) > self._config.url_length_limit:
             raise URITooLong(f"request target of {len(request.target)} bytes")
+        if len(request.method) > self._config.url_length_limit:
+            # As a request line too long to parse gets (see _next_event).
+            raise URITooLong(f"method of {len(request.method)} bytes")
         headers = request.headers
         if len(headers) > self._config.max_header_fields:
             raise HeadersTooLarge(f"{len(headers)} header fields")
@@ -249,6 +282,8 @@ class HTTPConnection:
             block += len(name) + len(value) + 4  # "name: value\r\n"
             if name == b"content-length":
                 length = int(value)  # h11 checked it is digits, and one value
+            elif name == b"host" and not HOST_RE.fullmatch(value):
+                raise BadRequest(f"invalid Host {value!r}")
             has_encoding = has_encoding or name == b"transfer-encoding"
         # h11's max_incomplete_event_size only stops a head still incomplete at the
         # limit; one that completes in the receive crossing it gets here.
@@ -406,14 +441,18 @@ class HTTPConnection:
         # Abandoned on cancellation: only the shutdown grace period cancels app work, and
         # an app stuck forever must not hold the server's exit.
         return await trio.to_thread.run_sync(
-            fn, *args, limiter=self._threads, abandon_on_cancel=True
+            _in_app_thread, fn, *args, limiter=self._threads, abandon_on_cancel=True
         )
 
     async def _close_result(self, responder: Responder) -> None:
         """The iterable's ``close()`` after the response was cut short."""
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
             try:
-                await self._in_thread(responder.close)
+                # Not under the `threads` limit: when the grace period ran out, stuck app
+                # calls may hold every token, and waiting for one would stall shutdown.
+                await trio.to_thread.run_sync(
+                    _in_app_thread, responder.close, abandon_on_cancel=True
+                )
             except Exception as exc:
                 self._log.exception("error closing the application's iterable", exc)
 
@@ -582,6 +621,20 @@ class HTTPConnection:
                 await trio.aclose_forcefully(stream)
 
 
+def _as_http11(request: h11.Request) -> h11.Request:
+    """RFC 9110 §2.5: a higher HTTP/1 minor version (HTTP/1.2) is served as the highest
+    one implemented, 1.1, and the app sees SERVER_PROTOCOL HTTP/1.1."""
+    if request.http_version <= b"1.1":
+        return request
+    headers = request.headers.raw_items()
+    try:
+        return h11.Request(
+            method=request.method, target=request.target, headers=headers, http_version=b"1.1"
+        )
+    except h11.LocalProtocolError as exc:  # no Host, which h11 requires of 1.1 only
+        raise BadRequest(str(exc)) from exc
+
+
 async def _lingering_close(stream: trio.SocketStream) -> None:
     try:
         await stream.send_eof()
@@ -599,6 +652,23 @@ async def _lingering_close(stream: trio.SocketStream) -> None:
     await trio.aclose_forcefully(stream)
 
 
+class AppBaseException(Exception):
+    """A ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...) raised by the app,
+    carried as an ordinary application error: a 500 or an aborted body, and a log line."""
+
+
+def _in_app_thread(fn: Callable[..., T], *args: Any) -> T:
+    # Python delivers signals to the main thread only, so a BaseException raised in a
+    # worker thread is the app's own, never Ctrl-C; unwrapped it would cross every
+    # `except Exception` on its way up and stop the whole server.
+    try:
+        return fn(*args)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise AppBaseException(f"the application raised {type(exc).__name__}") from exc
+
+
 def _call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -> None:
     """Run each ``(func, args, kwargs)`` as ``func(environ, *args, **kwargs)``, in order;
     an exception is logged and the next hook still runs."""
@@ -606,7 +676,7 @@ def _call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -
         try:
             func, args, kwargs = hook
             func(environ, *args, **kwargs)
-        except Exception as exc:
+        except BaseException as exc:  # a worker thread: this can't be Ctrl-C
             log.exception(f"error in posthook {hook!r}", exc)
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "ClientDisconnected",
     "HTTPError",
     "HeadersTooLarge",
+    "MethodNotImplemented",
     "NotImplementedEncoding",
     "RequestTimeout",
     "RequestTooLarge",
@@ -60,6 +61,12 @@ class HeadersTooLarge(HTTPError):
 
 class NotImplementedEncoding(HTTPError):
     """A Transfer-Encoding other than ``chunked`` (RFC 9112 §6.1)."""
+
+    status = 501
+
+
+class MethodNotImplemented(HTTPError):
+    """CONNECT: triowsgi does not tunnel (RFC 9110 §9.3.6, §15.6.2)."""
 
     status = 501
 

@@ -14,8 +14,9 @@ import os
 import signal
 import socket
 import ssl
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final, NoReturn
 
 import trio
@@ -176,7 +177,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         name: getattr(args, name) for name in _FLAG_OPTIONS if getattr(args, name) is not None
     }
     if args.keepalive is not None:
-        options["keepalive"] = args.keepalive if args.keepalive > 0 else False
+        # Config turns 0 into "off" and rejects a negative number (not "off" as well).
+        options["keepalive"] = args.keepalive
     if args.debug:
         options["debug"] = True
     from ._config import Config
@@ -204,28 +206,30 @@ async def _run(
         listeners = [
             trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
         ]
-    async with trio.open_nursery() as nursery:
-        serve_scope = trio.CancelScope()
-
-        async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
-            with serve_scope:
-                await serve_listeners(app, listeners, task_status=task_status, **options)
-            nursery.cancel_scope.cancel()  # the server is done: stop watching signals
-
-        nursery.start_soon(_watch_signals, serve_scope)
-        await nursery.start(run_server)
-
-
-async def _watch_signals(serve_scope: trio.CancelScope) -> None:
+    # Signals are caught before the server says it is up: a supervisor may send SIGTERM
+    # as soon as it reads the start-up line.
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if serve_scope.cancel_called:
-                logging.getLogger("triowsgi.error").warning("second signal: exiting now")
-                os._exit(FORCED_EXIT_STATUS)
-            logging.getLogger("triowsgi.error").info(
-                f"{signal.Signals(signum).name}: shutting down gracefully"
-            )
-            serve_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            serve_scope = trio.CancelScope()
+
+            async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
+                with serve_scope:
+                    await serve_listeners(app, listeners, task_status=task_status, **options)
+                nursery.cancel_scope.cancel()  # the server is done: stop watching signals
+
+            nursery.start_soon(_watch_signals, signals, serve_scope)
+            await nursery.start(run_server)
+
+
+async def _watch_signals(signals: AsyncIterator[int], serve_scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        if serve_scope.cancel_called:
+            logging.getLogger("triowsgi.error").warning("second signal: exiting now")
+            os._exit(FORCED_EXIT_STATUS)
+        logging.getLogger("triowsgi.error").info(
+            f"{signal.Signals(signum).name}: shutting down gracefully"
+        )
+        serve_scope.cancel()
 
 
 async def open_listeners(bind: str) -> list[Listener]:
@@ -248,8 +252,8 @@ async def open_listeners(bind: str) -> list[Listener]:
 async def _unix_listener(path: str) -> Listener:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        if os.path.exists(path) and not _is_live_socket(path):
-            os.unlink(path)  # a stale socket file from a previous run
+        if _is_stale_socket(path):
+            os.unlink(path)  # left by a previous run; anything else is never deleted
         await sock.bind(path)
         sock.listen(socket.SOMAXCONN)
     except OSError as exc:
@@ -258,15 +262,21 @@ async def _unix_listener(path: str) -> Listener:
     return trio.SocketListener(sock)
 
 
-def _is_live_socket(path: str) -> bool:
+def _is_stale_socket(path: str) -> bool:
+    """A socket file nobody listens on."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+    except OSError:
+        return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
     except OSError:
-        return False
+        return True
     finally:
         probe.close()
-    return True
+    return False
 
 
 def _fd_listener(number: str) -> Listener:

@@ -23,6 +23,7 @@ from conftest import RawClient, hello_app
 from test_cli import PLAIN_APP, TIMEOUT, serving
 
 import triowsgi
+from triowsgi._shutdown import FIRST_REQUEST_GRACE
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 # Time the server is allowed beyond a deadline, for scheduling on a loaded CI machine.
@@ -131,8 +132,29 @@ async def test_idle_connections_are_closed_at_once(nursery: trio.Nursery) -> Non
     server.scope.cancel()
     with trio.fail_after(SLACK):  # no grace period for connections with nothing to do
         assert await kept_alive.read_to_eof() == b""
+    # A connection that has not sent its first request yet gets FIRST_REQUEST_GRACE.
+    with trio.fail_after(FIRST_REQUEST_GRACE + SLACK):
         assert await never_spoke.read_to_eof() == b""
         await server.stopped.wait()
+
+
+async def test_a_just_accepted_connection_still_gets_its_first_request_served(
+    nursery: trio.Nursery,
+) -> None:
+    # Under gunicorn, a worker told to stop may have just accepted a connection that
+    # another worker could have served: its request is answered, not dropped.
+    server = await start(nursery, hello_app)
+    client = await RawClient.connect(server.handle.port)
+    await trio.testing.wait_all_tasks_blocked()  # the server has accepted it
+    server.scope.cancel()
+    await client.send(GET)
+    with trio.fail_after(FIRST_REQUEST_GRACE + SLACK):
+        status, headers, body = await client.read_response()
+        assert await client.read_to_eof() == b""
+        await server.stopped.wait()
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"connection"] == b"close"
+    assert body == b"Hello, world!\n"
 
 
 async def test_new_connections_are_refused_while_requests_finish(

@@ -141,6 +141,7 @@ class HTTPConnection:
         self._input: Input | None = None
         self._failed = False  # the server answered with an error: close after it
         self._at_eof = False
+        self._served = 0  # requests read on this connection
 
     async def run(self) -> None:
         """Serve until the connection ends; never raises for anything the client does."""
@@ -175,7 +176,7 @@ class HTTPConnection:
     async def _serve_one(self) -> bool:
         """Read and answer one request; True if the connection may carry another."""
         try:
-            request = await self._read_request()
+            request = await self._next_request()
         except HTTPError as exc:
             self._log.debug(f"bad request from {self._peer}: {exc.status} {exc}")
             await self._send_error(exc.status)
@@ -183,12 +184,24 @@ class HTTPConnection:
         if request is None:
             return False
         reuse = False  # stays so if the grace period runs out mid-request
+        self._served += 1
         with self._shutdown.in_flight() as scope:
             await self._respond(request)
             reuse = await self._next_cycle()
         return reuse and not scope.cancelled_caught and not self._shutdown.closing
 
     # -- reading --------------------------------------------------------------------
+
+    async def _next_request(self) -> h11.Request | None:
+        if self._served:
+            return await self._read_request()
+        # A connection accepted just before shutdown began has a request on its way,
+        # one another server process could have served: it gets a moment to arrive
+        # rather than being closed unanswered like an idle keep-alive connection.
+        request = None
+        with self._shutdown.first_request():
+            request = await self._read_request()
+        return request
 
     async def _read_request(self) -> h11.Request | None:
         """The next request head, or None when the client closed or stayed idle too long."""

@@ -9,11 +9,15 @@ period) and tells connections to close after their current response.
 from __future__ import annotations
 
 import math
-from typing import Any, final
+from typing import Any, Final, final
 
 import trio
 
-__all__ = ["Shutdown"]
+__all__ = ["FIRST_REQUEST_GRACE", "Shutdown"]
+
+# How long a connection accepted just before shutdown may take to send its first
+# request (gunicorn's threaded worker allows 2 s; clients send at once).
+FIRST_REQUEST_GRACE: Final = 1.0
 
 
 @final
@@ -23,7 +27,9 @@ class Shutdown:
     def __init__(self) -> None:
         self.closing = False
         self._deadline = math.inf
+        self._first_deadline = math.inf
         self._in_flight: set[trio.CancelScope] = set()
+        self._first_requests: set[trio.CancelScope] = set()
 
     def begin(self, grace_seconds: float) -> None:
         """Stop reusing connections; give requests in flight ``grace_seconds`` to finish."""
@@ -33,11 +39,20 @@ class Shutdown:
         self._deadline = trio.current_time() + grace_seconds
         for scope in self._in_flight:
             scope.deadline = self._deadline
+        self._first_deadline = trio.current_time() + min(grace_seconds, FIRST_REQUEST_GRACE)
+        for scope in self._first_requests:
+            scope.deadline = self._first_deadline
 
     def in_flight(self) -> _InFlight:
         """A scope for one request: immune to the server's cancellation, bounded by the
         grace period once shutdown begins."""
         return _InFlight(self._in_flight, trio.CancelScope(shield=True, deadline=self._deadline))
+
+    def first_request(self) -> _InFlight:
+        """A scope for reading a new connection's first request: immune to the server's
+        cancellation, bounded by ``FIRST_REQUEST_GRACE`` once shutdown begins."""
+        scope = trio.CancelScope(shield=True, deadline=self._first_deadline)
+        return _InFlight(self._first_requests, scope)
 
 
 @final

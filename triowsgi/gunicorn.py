@@ -8,14 +8,16 @@ Each worker process runs one Trio event loop serving the app on the listening so
 inherits from gunicorn's arbiter (TCP or unix; TLS with ``--certfile``/``--keyfile``).
 The arbiter manages workers as it does its own: ``HUP`` replaces them, ``TTIN``/``TTOU``
 resize, ``TERM`` stops gracefully (listeners closed, requests in flight finish within
-``--graceful-timeout``), ``QUIT``/``INT`` stop at once, ``--max-requests`` recycles
-workers. Each worker notifies the arbiter from its event loop, so ``--timeout`` replaces
-a worker whose loop is stuck; the app runs in threads, so one slow request is not a
-stuck worker (``--graceful-timeout`` still bounds requests at shutdown).
+``--graceful-timeout``), ``QUIT``/``INT`` stop at once (a worker with requests still
+in flight 0.1 s later exits without unwinding, so ``worker_exit`` does not run),
+``--max-requests`` recycles workers. Each worker notifies the arbiter from its event
+loop, so ``--timeout`` replaces a worker whose loop is stuck; the app runs in threads,
+so one slow request is not a stuck worker (``--graceful-timeout`` still bounds requests
+at shutdown).
 
 gunicorn settings that apply:
 
-- ``--keepalive N``: seconds an idle keep-alive connection is kept (0: no keep-alive).
+- ``--keep-alive N``: seconds an idle keep-alive connection is kept (0: no keep-alive).
 - ``--graceful-timeout N``: seconds requests in flight get after ``TERM``.
 - ``--threads N``: threads running the app, i.e. requests in the app at once. gunicorn's
   default of 1 suits its sync worker but would serialise every request here, so 1 means
@@ -23,7 +25,8 @@ gunicorn settings that apply:
 - ``--worker-connections N``: connections a worker serves at once (``max_size``).
 - ``--limit-request-line N``: longest request target (0: bounded only by the 64 KiB head).
 - ``--limit-request-fields N``: most header fields in a request (0: 32768).
-- ``--forwarded-allow-ips``: proxies trusted for ``X-Forwarded-For``/``-Proto``.
+- ``--forwarded-allow-ips``: proxies trusted for ``X-Forwarded-For``/``-Proto``
+  (gunicorn's default trusts ``127.0.0.1`` and ``::1``, where triowsgi's trusts nobody).
 - ``--max-requests``, ``--max-requests-jitter``, ``--timeout``: as above.
 - ``--certfile``, ``--keyfile``, ``--ca-certs``, ``--cert-reqs``, ``--ciphers`` and the
   ``ssl_context`` hook. ALPN offers ``http/1.1`` only: triowsgi does not speak HTTP/2.
@@ -34,10 +37,10 @@ gunicorn settings that apply:
 - Server hooks that gunicorn itself runs (``post_fork``, ``post_worker_init``,
   ``worker_int``, ``worker_exit``, ...).
 
-Not applied: ``--limit-request-field-size`` (triowsgi caps each header line at 8 KiB and
+Not applied: ``--limit-request-field_size`` (triowsgi caps each header line at 8 KiB and
 the head at 64 KiB), ``--access-logformat``, ``pre_request``/``post_request``,
 ``secure_scheme_headers`` (only ``X-Forwarded-Proto`` from a trusted proxy counts),
-``--proxy-protocol``, ``http_protocols`` (HTTP/2). triowsgi's limits that gunicorn has no
+``--proxy-protocol``, ``--http-protocols`` (HTTP/2). triowsgi's limits that gunicorn has no
 setting for keep their defaults: ``header_timeout`` 20 s, ``max_body_size`` 1 GiB.
 """
 
@@ -57,6 +60,7 @@ from gunicorn.workers.base import Worker as BaseWorker
 
 from ._logging import ACCESS_LOGGER, ERROR_LOGGER
 from ._server import ServerHandle, serve_listeners
+from ._wsgi import WSGIApp
 
 __all__ = ["Worker", "options_from_config"]
 
@@ -132,15 +136,16 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                 serving = trio.CancelScope()
 
                 async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
+                    app = self._counting(self.wsgi, serving)
                     with serving:
                         await serve_listeners(
-                            self.wsgi, self._listeners(), task_status=task_status, **options
+                            app, self._listeners(), task_status=task_status, **options
                         )
                     nursery.cancel_scope.cancel()  # served its last request: stop watching
 
-                handle = await nursery.start(run_server)
+                await nursery.start(run_server)
                 nursery.start_soon(self._watch_signals, signals, serving, nursery.cancel_scope)
-                nursery.start_soon(self._watch, handle, serving)
+                nursery.start_soon(self._watch, serving)
 
     def _listeners(self) -> list[trio.abc.Listener[Any]]:
         context = self._ssl_context() if self.cfg.is_ssl else None
@@ -178,14 +183,30 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
             self._quit_timer.start()
             everything.cancel()
 
-    async def _watch(self, handle: ServerHandle, serving: trio.CancelScope) -> None:
-        """The arbiter's heartbeat, kept up through the grace period too, and the reasons
-        a worker stops by itself."""
-        while True:
-            self.notify()
-            if self.alive and handle.requests_served >= self.max_requests:
+    def _counting(self, app: WSGIApp, serving: trio.CancelScope) -> WSGIApp:
+        """``app``, stopping the worker once ``max_requests`` requests have reached it."""
+        if not self.cfg.max_requests:
+            return app
+        token = trio.lowlevel.current_trio_token()
+
+        def count_request() -> None:  # in the event loop: no lock needed
+            self.nr += 1
+            if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")
                 self.alive = False
+                serving.cancel()
+
+        def counting_app(environ: dict[str, Any], start_response: Any) -> Any:
+            token.run_sync_soon(count_request)  # the app runs in a worker thread
+            return app(environ, start_response)
+
+        return counting_app
+
+    async def _watch(self, serving: trio.CancelScope) -> None:
+        """The arbiter's heartbeat, kept up through the grace period too, and the other
+        reasons to stop."""
+        while True:
+            self.notify()
             if self.alive and os.getppid() != self.ppid:
                 self.log.info("Parent changed, shutting down: %s", self)
                 self.alive = False

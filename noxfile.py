@@ -1,4 +1,6 @@
-"""Nox sessions for triowsgi: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``."""
+"""Nox sessions for triowsgi: ``nox -s tests``, ``nox -s lint`` and ``nox -s typecheck`` by
+default; on request ``nox -s fuzz`` (a long property-test run) and ``nox -s bench`` (about
+20 minutes on a quiet machine)."""
 
 import nox
 
@@ -26,3 +28,25 @@ def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy in strict mode."""
     session.install("mypy", "trio", "h11")
     session.run("mypy", "--strict", "triowsgi")
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The property tests with thousands of examples each (CI runs a few dozen).
+
+    Arguments after ``--`` go to pytest, e.g. ``nox -s fuzz -- -x``.
+    """
+    session.install(".[test]")
+    session.env["HYPOTHESIS_PROFILE"] = "long"
+    session.run("pytest", "tests/test_fuzz.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark triowsgi against its peers; see bench/README.md.
+
+    Arguments after ``--`` go to the harness, e.g. ``nox -s bench -- --duration 5 --runs 1
+    --scenarios hello``.
+    """
+    session.install(".", "eventlet", "hypercorn[trio]", "waitress", "gunicorn", "matplotlib")
+    session.run("python", "-m", "bench", *session.posargs)

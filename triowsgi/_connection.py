@@ -91,7 +91,12 @@ def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
         return ConnectionInfo(scheme, "", "", "", "")
     if sock.family == getattr(socket, "AF_UNIX", None):
         return ConnectionInfo(scheme, "unix", "", "unix", "")
-    server, remote = sock.getsockname(), sock.getpeername()
+    try:
+        server, remote = sock.getsockname(), sock.getpeername()
+    except OSError:
+        # ENOTCONN: the client reset between accept() and here. Its first read will
+        # say so, and it will never send a request that needs these addresses.
+        return ConnectionInfo(scheme, "", "", "", "")
     return ConnectionInfo(scheme, str(server[0]), str(server[1]), str(remote[0]), str(remote[1]))
 
 
@@ -470,7 +475,13 @@ class HTTPConnection:
                 self._log.exception("error closing the application's iterable", exc)
 
     async def _app_failed(self, exc: Exception, responder: Responder) -> int:
-        self._log.exception(f"error in the application for {self._peer}", exc)
+        if isinstance(exc, HTTPError):
+            # A malformed or oversized body, met by the app's read and let through: the
+            # client's fault, logged as a bad request is, so that no client can fill the
+            # error log with tracebacks at will.
+            self._log.debug(f"bad request body from {self._peer}: {exc.status} {exc}")
+        else:
+            self._log.exception(f"error in the application for {self._peer}", exc)
         if self._response_started:
             # The client can't be told with a status any more; an incomplete body and a
             # closed connection are how HTTP signals it.
@@ -528,7 +539,9 @@ class HTTPConnection:
         )
         writer = h11.Connection(h11.SERVER)
         data = (
-            writer.send(head) + writer.send(h11.Data(data=body)) + writer.send(h11.EndOfMessage())
+            self._status_line_version(writer.send(head))
+            + writer.send(h11.Data(data=body))
+            + writer.send(h11.EndOfMessage())
         )
         self._sends_body = False
         with contextlib.suppress(ClientDisconnected, SocketTimeout):

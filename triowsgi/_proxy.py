@@ -25,9 +25,7 @@ class TrustedProxies:
         self.any = "*" in names
         self.unix = "unix" in names
         self._networks: list[Network] = [
-            ipaddress.ip_network(name, strict=False)
-            for name in names
-            if name not in ("*", "unix")
+            ipaddress.ip_network(name, strict=False) for name in names if name not in ("*", "unix")
         ]
 
     def __bool__(self) -> bool:

@@ -1,0 +1,314 @@
+"""``python -m bench`` (``nox -s bench``): run every server through every scenario,
+interleaved, and write ``bench/results/<date>.md`` and ``.png``. See ``bench/README.md``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import os
+import platform
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from . import report
+from .load import IDLE_OPEN_CONCURRENCY, WRK_SCRIPT, IdleResult, Load, WrkResult, run_idle, run_wrk
+from .servers import (
+    REPO,
+    SERVERS,
+    Running,
+    Server,
+    ServerFailed,
+    Settings,
+    by_names,
+    pinned,
+    running,
+)
+
+SCENARIOS: Final = ("hello", "stream", "upload", "blocking", "idle")
+UPLOAD_BYTES: Final = 64 * 1024
+BLOCKING_CONNECTIONS: Final = 64
+# Seconds a measurement costs beyond wrk's duration (server start and stop), and an idle
+# probe's, for the time estimate printed at the start.
+OVERHEAD_SECONDS: Final = 1.0
+IDLE_SECONDS: Final = 5.0
+README: Final = REPO / "bench" / "README.md"
+PORT_PLACEHOLDER: Final = 65432  # a port number that stands for {port} in the report
+
+
+def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
+    """The wrk measurements of a scenario (none for ``idle``)."""
+    if scenario == "hello":
+        return [Load(f"hello-{c}", "/", c) for c in hello_connections]
+    return {
+        "stream": [Load("stream", "/stream", 16)],
+        "upload": [Load("upload", "/upload", 16, ("post", str(UPLOAD_BYTES)))],
+        "blocking": [Load("blocking", "/blocking", BLOCKING_CONNECTIONS)],
+    }.get(scenario, [])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
+    p.add_argument("--runs", type=int, default=3, help="interleaved repetitions (3)")
+    p.add_argument("--scenarios", type=_names, default=list(SCENARIOS), help=",".join(SCENARIOS))
+    p.add_argument(
+        "--servers",
+        type=_names,
+        default=[s.name for s in SERVERS],
+        help=",".join(s.name for s in SERVERS),
+    )
+    p.add_argument(
+        "--hello-connections", type=_ints, default=[1, 16, 128, 512], help="1,16,128,512"
+    )
+    p.add_argument("--idle-connections", type=int, default=5000, help="(5000)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="app threads of waitress and gunicorn gthread (4, waitress's default)",
+    )
+    p.add_argument(
+        "--blocking-threads",
+        type=int,
+        default=BLOCKING_CONNECTIONS,
+        help=f"their app threads in the blocking scenario ({BLOCKING_CONNECTIONS})",
+    )
+    p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers run on (0)")
+    p.add_argument("--client-cpu", type=int, default=1, help="CPU wrk and the harness use (1)")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="bench/results")
+    p.add_argument(
+        "--readme",
+        action="store_true",
+        help="also put the summary tables and chart into bench/README.md (for full runs)",
+    )
+    args = p.parse_args(argv)
+    args.out = args.out.resolve()
+    unknown = sorted(set(args.scenarios) - set(SCENARIOS))
+    if unknown:
+        p.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    try:
+        args.servers = by_names(args.servers)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(n) for n in _names(text)]
+
+
+def ensure_wrk() -> None:
+    """Install wrk from Debian's packages if it is missing and we may."""
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit("wrk is not installed: install it (Debian/Ubuntu: apt-get install wrk)")
+    print("installing wrk with apt-get")
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, check=False).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(install, check=True)
+
+
+def raise_fd_limit(needed: int) -> None:
+    """Raise RLIMIT_NOFILE for the idle probe; the servers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    try:  # root may raise the hard limit too (up to fs.nr_open)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, max(needed, hard)))
+        return
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < needed:
+        print(f"warning: the fd limit is {hard}; the idle probe needs {needed}")
+
+
+def pick_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]:
+    """The CPUs to pin to, or (None, None) on a machine with fewer than two."""
+    available = os.sched_getaffinity(0)
+    if len(available) < 2:
+        print("warning: fewer than 2 CPUs: server and load generator share one, unpinned")
+        return None, None
+    for cpu in (server_cpu, client_cpu):
+        if cpu not in available:
+            sys.exit(f"CPU {cpu} is not available (have {sorted(available)})")
+    os.sched_setaffinity(0, {client_cpu})  # the idle probe runs in this process
+    return server_cpu, client_cpu
+
+
+def rotated(servers: list[Server], run: int) -> list[Server]:
+    """Round-robin: each run starts with the next server, so none is always first."""
+    k = run % len(servers)
+    return servers[k:] + servers[:k]
+
+
+def _shown(argv: list[str]) -> str:
+    """A command line as the report shows it: ``python``, ``bench/wrk.lua``, ``{port}``."""
+    shown = {sys.executable: "python", str(WRK_SCRIPT): "bench/wrk.lua"}
+    line = shlex.join(shown.get(arg, arg) for arg in argv)
+    return line.replace(str(PORT_PLACEHOLDER), "{port}")
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, cpus: tuple[int | None, int | None]):
+        self.args = args
+        self.server_cpu, self.client_cpu = cpus
+        self.settings = Settings(
+            threads=args.threads, max_connections=max(1024, args.idle_connections + 1000)
+        )
+        # A thread-pool server serving an app that blocks is sized for it (one thread per
+        # concurrent request), as its operator would; with 4 threads it would measure only
+        # 4 / 50 ms = 80 req/s. More threads elsewhere cost them throughput (GIL contention).
+        self.blocking_settings = dataclasses.replace(self.settings, threads=args.blocking_threads)
+        self.results = report.Results([s.name for s in args.servers])
+
+    def run(self) -> None:
+        total = len(self.args.scenarios) * self.args.runs * len(self.args.servers)
+        step = 0
+        for scenario in self.args.scenarios:
+            for run in range(self.args.runs):
+                for server in rotated(self.args.servers, run):
+                    step += 1
+                    print(f"[{step}/{total}] {scenario} run {run + 1}: {server.name}", flush=True)
+                    self.measure(scenario, run, server)
+
+    def measure(self, scenario: str, run: int, server: Server) -> None:
+        try:
+            settings = self.blocking_settings if scenario == "blocking" else self.settings
+            with running(server, settings, self.server_cpu) as handle:
+                if scenario == "idle":
+                    self.idle(handle)
+                for load in loads(scenario, self.args.hello_connections):
+                    self.wrk(load, handle)
+        except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            failure = f"{scenario} run {run + 1}, {server.name}: {exc}"
+            print(f"    FAILED: {failure}", flush=True)
+            self.results.failures.append(failure.replace("\n", " / "))
+
+    def wrk(self, load: Load, handle: Running) -> None:
+        result: WrkResult = run_wrk(load, handle, self.args.duration, self.client_cpu)
+        self.results.add_wrk(load.label, handle.server.name, result)
+        print(
+            f"    {load.label:>10}: {result.rps:10,.0f} req/s  p50 {result.p50_ms:8.3f} ms  "
+            f"p99 {result.p99_ms:8.3f} ms  errors {result.error_count}",
+            flush=True,
+        )
+
+    def idle(self, handle: Running) -> None:
+        result: IdleResult = run_idle(handle, self.args.idle_connections)
+        self.results.add_idle(handle.server.name, result)
+        print(
+            f"    idle: {result.held}/{result.wanted} held, "
+            f"{result.kib_per_connection:.1f} KiB/conn, fresh request "
+            f"{result.fresh_median_ms:.1f} ms (max {result.fresh_max_ms:.1f})",
+            flush=True,
+        )
+
+    def estimate_minutes(self) -> float:
+        a = self.args
+        per_server = sum(
+            len(loads(s, a.hello_connections)) * a.duration
+            + OVERHEAD_SECONDS
+            + (IDLE_SECONDS if s == "idle" else 0)
+            for s in a.scenarios
+        )
+        return per_server * a.runs * len(a.servers) / 60
+
+    def info(self, date: str, started: float, load_average: tuple[float, ...]) -> report.RunInfo:
+        a = self.args
+        all_loads = [load for s in a.scenarios for load in loads(s, a.hello_connections)]
+        wrk = {
+            load.label: _shown(load.wrk_argv(PORT_PLACEHOLDER, a.duration, self.client_cpu))
+            for load in all_loads
+        }
+        servers = {
+            s.name: _shown(pinned(self.server_cpu, s.argv(PORT_PLACEHOLDER, self.settings)))
+            for s in a.servers
+        }
+        return report.RunInfo(
+            date=date,
+            duration=a.duration,
+            runs=a.runs,
+            idle_connections=a.idle_connections,
+            server_commands=servers,
+            server_notes={
+                s.name: s.settings_note.replace(
+                    "<threads>", f"{a.threads} ({a.blocking_threads} in `blocking`)"
+                ).replace("<max connections>", str(self.settings.max_connections))
+                for s in a.servers
+            },
+            wrk_commands=wrk,
+            idle_command=(
+                f"the harness's asyncio client (`bench/load.py`, on CPU {self.client_cpu}) "
+                f"opens {a.idle_connections} connections, {IDLE_OPEN_CONCURRENCY} at a time, "
+                "makes one `GET /` on each and holds them; RSS is read from "
+                "`/proc/<pid>/status`"
+                if "idle" in a.scenarios
+                else ""
+            ),
+            started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            elapsed_minutes=(time.time() - started) / 60,
+            load_average=(load_average[0], load_average[1], load_average[2]),
+            server_cpu=self.server_cpu,
+            client_cpu=self.client_cpu,
+        )
+
+    def write(self, date: str, started: float, load_average: tuple[float, ...]) -> Path:
+        self.args.out.mkdir(parents=True, exist_ok=True)
+        md_path = self.args.out / f"{date}.md"
+        png_path = self.args.out / f"{date}.png"
+        title = (
+            f"{date}, {report.cpu_model()}, Python {platform.python_version()}: server on one "
+            f"CPU, wrk on another; medians of {self.args.runs} x {self.args.duration:g} s"
+        )
+        drawn = report.chart(self.results, png_path, title)
+        packages = [p for s in self.args.servers for p in s.packages]
+        info = self.info(date, started, load_average)
+        text = report.markdown(self.results, info, packages, png_path.name if drawn else "")
+        md_path.write_text(text)
+        if self.args.readme:
+            md, chart = (Path(os.path.relpath(p, README.parent)) for p in (md_path, png_path))
+            block = report.summary(self.results, info, packages, md, chart if drawn else None)
+            report.update_readme(README, block)
+        return md_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    ensure_wrk()
+    if "idle" in args.scenarios:
+        raise_fd_limit(args.idle_connections + 1024)
+    harness = Harness(args, pick_cpus(args.server_cpu, args.client_cpu))
+    load_average = os.getloadavg()
+    if load_average[0] > 0.5:
+        print(f"warning: load average {load_average[0]:.2f}: other work will add noise")
+    print(f"estimated time: {harness.estimate_minutes():.0f} min", flush=True)
+    started = time.time()
+    date = datetime.date.today().isoformat()
+    try:
+        harness.run()
+    except KeyboardInterrupt:
+        print("interrupted: writing the results measured so far")
+    path = harness.write(date, started, load_average)
+    print(f"\nwrote {path} (and its chart)\n")
+    if harness.results.loads:
+        print("\n".join(report.throughput_table(harness.results)))
+    if harness.results.idle:
+        print("\n".join(report.idle_table(harness.results)))
+
+
+if __name__ == "__main__":
+    main()

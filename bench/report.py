@@ -1,0 +1,340 @@
+"""Results: collected per run, summarised as medians in ``results/<date>.md`` with a chart
+``results/<date>.png`` (req/s as a ratio to eventlet, and KiB per idle connection)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+from .load import WRK_TIMEOUT, IdleResult, WrkResult
+from .servers import REPO
+
+BASELINE: Final = "eventlet"
+
+
+@dataclasses.dataclass
+class Results:
+    """Every measurement of one harness run, in the order they were made."""
+
+    servers: list[str]
+    loads: list[str] = dataclasses.field(default_factory=list)  # wrk labels, in order
+    wrk: dict[tuple[str, str], list[WrkResult]] = dataclasses.field(default_factory=dict)
+    idle: dict[str, list[IdleResult]] = dataclasses.field(default_factory=dict)
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+    def add_wrk(self, label: str, server: str, result: WrkResult) -> None:
+        if label not in self.loads:
+            self.loads.append(label)
+        self.wrk.setdefault((label, server), []).append(result)
+
+    def add_idle(self, server: str, result: IdleResult) -> None:
+        self.idle.setdefault(server, []).append(result)
+
+    def median_rps(self, label: str, server: str) -> float:
+        return _median(r.rps for r in self.wrk.get((label, server), ()))
+
+    def ratio(self, label: str, server: str) -> float:
+        return self.median_rps(label, server) / self.median_rps(label, BASELINE)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """How the run was made, for the report's header and its commands section."""
+
+    date: str
+    duration: float
+    runs: int
+    idle_connections: int
+    server_commands: dict[str, str]
+    server_notes: dict[str, str]
+    wrk_commands: dict[str, str]
+    idle_command: str
+    started: str
+    elapsed_minutes: float
+    load_average: tuple[float, float, float]
+    server_cpu: int | None
+    client_cpu: int | None
+
+
+def _median(values: Iterable[float]) -> float:
+    values = list(values)
+    return statistics.median(values) if values else math.nan
+
+
+def machine(packages: Iterable[str]) -> list[str]:
+    """Lines describing the machine, the interpreter and the versions under test."""
+    versions = []
+    for name in dict.fromkeys(packages):
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return [
+        f"CPU: {cpu_model()}, {os.cpu_count()} CPUs",
+        f"OS: {platform.system()} {platform.release()} ({platform.machine()})",
+        f"Python: {platform.python_version()} ({platform.python_implementation()}), "
+        f"`{sys.executable}`",
+        f"Packages: {', '.join(versions)}",
+        f"triowsgi source: {_git_revision()}",
+        f"Load generator: {_first_line(['wrk', '-v']).split(' Copyright')[0]}",
+    ]
+
+
+def cpu_model() -> str:
+    for line in _output(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def _git_revision() -> str:
+    revision = _output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]).strip()
+    if not revision:
+        return "not a git checkout"
+    dirty = _output(["git", "-C", str(REPO), "status", "--porcelain", "--", "triowsgi"])
+    return f"git {revision}" + (" with uncommitted changes in triowsgi/" if dirty else "")
+
+
+def _first_line(argv: list[str]) -> str:
+    lines = _output(argv).splitlines()
+    return lines[0].strip() if lines else "unknown"
+
+
+def _output(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return done.stdout or done.stderr
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
+def _errors(results: list[WrkResult]) -> str:
+    totals = {k: sum(r.errors[k] for r in results) for k in results[0].errors}
+    parts = [f"{k} {v}" for k, v in totals.items() if v]
+    return f"{sum(totals.values())} ({', '.join(parts)})" if parts else "0"
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def throughput_table(results: Results) -> list[str]:
+    header = ["scenario", "server", "req/s", "vs eventlet", "p50 ms", "p99 ms", "errors"]
+    rows = [
+        _throughput_row(results, label, server)
+        for label in results.loads
+        for server in results.servers
+    ]
+    return _table(header, rows)
+
+
+def _throughput_row(results: Results, label: str, server: str) -> list[str]:
+    runs = results.wrk.get((label, server))
+    if not runs:
+        return [label, server, "failed", "-", "-", "-", "-"]
+    rps = f"{results.median_rps(label, server):,.0f}"
+    p50 = _ms(_median(r.p50_ms for r in runs))
+    p99 = _ms(_median(r.p99_ms for r in runs))
+    return [label, server, rps, _ratio(results.ratio(label, server)), p50, p99, _errors(runs)]
+
+
+def idle_table(results: Results) -> list[str]:
+    header = ["server", "held", "RSS before MiB", "RSS after MiB", "KiB per connection"]
+    header += ["vs eventlet", "fresh request ms (median / max)"]
+    return _table(header, (_idle_row(results, server) for server in results.servers))
+
+
+def _idle_row(results: Results, server: str) -> list[str]:
+    runs = results.idle.get(server)
+    if not runs:
+        return [server, "failed", "-", "-", "-", "-", "-"]
+    kib = _median(r.kib_per_connection for r in runs)
+    baseline = _median(r.kib_per_connection for r in results.idle.get(BASELINE, ()))
+    fresh = f"{_ms(_median(r.fresh_median_ms for r in runs))} / "
+    fresh += _ms(max(r.fresh_max_ms for r in runs))
+    failed = sum(r.fresh_errors for r in runs)
+    return [
+        server,
+        f"{min(r.held for r in runs):,} / {runs[0].wanted:,}",  # the worst run
+        f"{_median(r.rss_before_kib for r in runs) / 1024:.1f}",
+        f"{_median(r.rss_after_kib for r in runs) / 1024:.1f}",
+        f"{kib:.1f}",
+        _ratio(kib / baseline),
+        fresh + (f" ({failed} failed)" if failed else ""),
+    ]
+
+
+def all_runs_table(results: Results) -> list[str]:
+    rows = []
+    for (label, server), runs in results.wrk.items():
+        for n, r in enumerate(runs, 1):
+            rps, errors = f"{r.rps:,.0f} req/s", str(r.error_count)
+            rows.append([label, server, str(n), rps, _ms(r.p50_ms), _ms(r.p99_ms), errors])
+    for server, idle_runs in results.idle.items():
+        for n, i in enumerate(idle_runs, 1):
+            # For idle: KiB per connection, and the fresh request's median as its p50.
+            kib = f"{i.kib_per_connection:.1f} KiB/connection"
+            errors = str(i.wanted - i.held + i.fresh_errors)
+            rows.append(["idle", server, str(n), kib, _ms(i.fresh_median_ms), "-", errors])
+    header = ["scenario", "server", "run", "result", "p50 ms", "p99 ms", "errors"]
+    return _table(header, rows)
+
+
+def markdown(results: Results, info: RunInfo, packages: Iterable[str], chart: str) -> str:
+    """The whole ``results/<date>.md``."""
+    lines = _header(info, packages)
+    if results.loads:
+        lines += ["## Throughput and latency", "", *throughput_table(results), ""]
+        lines += [
+            "`vs eventlet`: the median req/s over eventlet's median req/s in this run. "
+            "`errors`: the sum over the runs of socket errors (connect, read, write, and "
+            f"timeout: no response within {WRK_TIMEOUT}) and non-2xx/3xx responses (status).",
+            "",
+        ]
+    if results.idle:
+        lines += [f"## Idle keep-alive connections ({info.idle_connections:,})", ""]
+        lines += [*idle_table(results), ""]
+        lines += [
+            "Each connection made one `GET /` and was then held open. RSS: VmRSS of the "
+            "server's process tree, medians; `held`: the fewest held in a run; `fresh "
+            "request`: connect + `GET /` + whole response on a new connection while the "
+            "others are held.",
+            "",
+        ]
+    if chart:
+        lines += [f"![req/s relative to eventlet, and KiB per idle connection]({chart})", ""]
+    if results.failures:
+        lines += ["## Failures", "", *(f"- {f}" for f in results.failures), ""]
+    lines += _commands(info)
+    lines += ["## Every run", "", *all_runs_table(results), ""]
+    return "\n".join(lines)
+
+
+README_START: Final = "<!-- bench-results:start -->"
+README_END: Final = "<!-- bench-results:end -->"
+
+
+def summary(
+    results: Results, info: RunInfo, packages: Iterable[str], md: Path, chart: Path | None
+) -> str:
+    """The latest results as ``bench/README.md`` shows them, between its markers; ``md``
+    and ``chart`` are the paths of the results file and the chart relative to the README."""
+    lines = _header(info, packages, level="###")
+    lines += [f"Every run, and the exact commands: [{md.as_posix()}]({md.as_posix()}).", ""]
+    if chart is not None:
+        lines += [f"![benchmark chart]({chart.as_posix()})", ""]
+    if results.loads:
+        lines += [*throughput_table(results), ""]
+    if results.idle:
+        lines += [*idle_table(results), ""]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Replace what lies between the README's markers with ``block``."""
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    readme.write_text(f"{text[:start]}\n{block}\n{text[end:]}")
+
+
+def _header(info: RunInfo, packages: Iterable[str], level: str = "#") -> list[str]:
+    pinning = (
+        f"server pinned to CPU {info.server_cpu}, load generator to CPU {info.client_cpu}"
+        if info.server_cpu is not None
+        else "no CPU pinning (fewer than 2 CPUs)"
+    )
+    load = ", ".join(f"{x:.2f}" for x in info.load_average)
+    return [
+        f"{level} triowsgi benchmark, {info.date}",
+        "",
+        f"{info.runs} interleaved run(s) of {info.duration:g} s per measurement, medians; "
+        f"{pinning}; keep-alive connections over loopback. Started {info.started}, took "
+        f"{info.elapsed_minutes:.1f} min; load average at the start: {load}.",
+        "",
+        *(f"- {line}" for line in machine(packages)),
+        "",
+    ]
+
+
+def _commands(info: RunInfo) -> list[str]:
+    lines = ["## Commands", "", "`{port}` is a free port picked for each measurement.", ""]
+    lines += ["Servers (each a fresh process per scenario and run):", ""]
+    for name, command in info.server_commands.items():
+        lines += [f"- **{name}**: {info.server_notes[name]}", "", f"  `{command}`", ""]
+    lines += ["Load:", ""]
+    lines += [f"- {label}: `{command}`" for label, command in info.wrk_commands.items()]
+    if info.idle_command:
+        lines.append(f"- idle: {info.idle_command}")
+    return [*lines, ""]
+
+
+def chart(results: Results, path: Path, title: str) -> bool:
+    """Draw the PNG; False if there is nothing to draw or matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart")
+        return False
+    panels: list[tuple[Callable[[Results, Any], None], int]] = []
+    if results.loads and BASELINE in results.servers:
+        panels.append((_ratio_panel, len(results.loads) * len(results.servers)))
+    if results.idle:
+        panels.append((_idle_panel, 2 * len(results.servers)))
+    if not panels:
+        return False
+    widths = [width for _, width in panels]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(3 + 0.3 * sum(widths), 5), width_ratios=widths, squeeze=False
+    )
+    for (panel, _), ax in zip(panels, axes[0], strict=True):
+        panel(results, ax)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def _ratio_panel(results: Results, ax: Any) -> None:
+    n = len(results.servers)
+    width = 0.8 / n
+    for i, server in enumerate(results.servers):
+        xs = [x + (i - (n - 1) / 2) * width for x in range(len(results.loads))]
+        ys = [results.ratio(label, server) for label in results.loads]
+        ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width, label=server, color=f"C{i}")
+    ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xticks(range(len(results.loads)), results.loads, rotation=30, ha="right")
+    ax.set_ylabel("req/s relative to eventlet (higher is better)")
+    ax.legend(fontsize=8)
+
+
+def _idle_panel(results: Results, ax: Any) -> None:
+    servers = [s for s in results.servers if s in results.idle]
+    kib = [_median(r.kib_per_connection for r in results.idle[s]) for s in servers]
+    colors = [f"C{results.servers.index(s)}" for s in servers]
+    ax.bar(range(len(servers)), kib, color=colors)
+    ax.set_ylabel("KiB per idle connection (lower is better)")
+    ax.set_xticks(range(len(servers)), servers, rotation=30, ha="right")

@@ -1,0 +1,282 @@
+"""The servers under test: how each is started, pinned to one CPU, watched and stopped.
+
+Every server is one process (gunicorn: a master and its one worker) started in its own
+session with ``taskset``, on a fresh port on 127.0.0.1, and stopped by its process group
+id when the measurement ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
+
+REPO: Final = Path(__file__).resolve().parent.parent
+APP: Final = "bench.apps:app"
+HOST: Final = "127.0.0.1"
+# Listen backlog where a server lets us set it: eventlet's default (50) would drop SYNs
+# when wrk opens 512 connections at once, and the 1 s SYN retry would then show up as
+# latency. Linux caps it at net.core.somaxconn.
+BACKLOG: Final = 2048
+# Keep-alive timeout for the servers that have a short default (gunicorn 2 s, hypercorn
+# 5 s): the idle scenario holds its connections for longer than that.
+KEEPALIVE_SECONDS: Final = 3600
+READY_TIMEOUT: Final = 30.0
+STOP_TIMEOUT: Final = 5.0
+
+
+class ServerFailed(Exception):
+    """A server did not start, or died; the message ends with its output."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the harness passes to every server."""
+
+    threads: int  # the app thread pool of the thread-based peers (waitress, gunicorn)
+    max_connections: int  # connection cap, raised above the idle scenario's count
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    """One server under test: ``argv(port, settings)`` is its command line."""
+
+    name: str
+    packages: tuple[str, ...]  # distributions whose versions the report lists
+    argv: Callable[[int, Settings], list[str]]
+    settings_note: str
+
+
+def _python(command_line: str) -> list[str]:
+    """``python`` (this interpreter) with the space-separated arguments."""
+    return [sys.executable, *command_line.split()]
+
+
+def _eventlet(port: int, s: Settings) -> list[str]:
+    return _python(f"-m bench.eventlet_server {port} {s.max_connections} {BACKLOG}")
+
+
+def _triowsgi(port: int, s: Settings) -> list[str]:
+    return _python(
+        f"-m triowsgi {APP} --host {HOST} --port {port} --no-access-log "
+        f"--max-size {s.max_connections}"
+    )
+
+
+def _hypercorn(port: int, s: Settings) -> list[str]:
+    return _python(
+        f"-m hypercorn --worker-class trio --workers 0 --bind {HOST}:{port} "
+        f"--backlog {BACKLOG} --keep-alive {KEEPALIVE_SECONDS} bench.hypercorn_app:app"
+    )
+
+
+def _waitress(port: int, s: Settings) -> list[str]:
+    return _python(
+        f"-m waitress --listen={HOST}:{port} --threads={s.threads} "
+        f"--connection-limit={s.max_connections} --backlog={BACKLOG} --asyncore-use-poll {APP}"
+    )
+
+
+def _gunicorn(port: int, s: Settings) -> list[str]:
+    return _python(
+        f"-m gunicorn --worker-class gthread --workers 1 --threads {s.threads} "
+        f"--worker-connections {s.max_connections} --bind {HOST}:{port} --backlog {BACKLOG} "
+        f"--keep-alive {KEEPALIVE_SECONDS} --graceful-timeout 1 {APP}"
+    )
+
+
+SERVERS: Final = (
+    Server(
+        "eventlet",
+        ("eventlet", "greenlet"),
+        _eventlet,
+        "monkey-patched; `eventlet.wsgi.server(eventlet.listen(..., backlog=2048), app, "
+        "log_output=False, max_size=<max connections>)` (`bench/eventlet_server.py`)",
+    ),
+    Server(
+        "triowsgi",
+        ("triowsgi", "trio", "h11"),
+        _triowsgi,
+        "defaults (40 threads) but no access log and `--max-size <max connections>`",
+    ),
+    Server(
+        "hypercorn-trio",
+        ("hypercorn", "trio", "h11"),
+        _hypercorn,
+        "Trio worker run in-process (`--workers 0`); the app is hypercorn's "
+        "`TrioWSGIMiddleware` around the same WSGI app (`bench/hypercorn_app.py` says why "
+        "not the bare WSGI app), Trio's default 40 threads; keep-alive 3600 s (default 5 s)",
+    ),
+    Server(
+        "waitress",
+        ("waitress",),
+        _waitress,
+        "<threads> threads, `--connection-limit <max connections>` (the default 100 "
+        "would stall 128+ connections), `--asyncore-use-poll` (select() stops at 1024 fds)",
+    ),
+    Server(
+        "gunicorn-gthread",
+        ("gunicorn",),
+        _gunicorn,
+        "one gthread worker, <threads> threads, `--worker-connections <max connections>`, "
+        "keep-alive 3600 s (default 2 s)",
+    ),
+)
+
+
+def by_names(names: list[str]) -> list[Server]:
+    """The servers named (in the order of :data:`SERVERS`); unknown names raise ValueError."""
+    known = {server.name for server in SERVERS}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"unknown server(s) {unknown}; known: {sorted(known)}")
+    return [server for server in SERVERS if server.name in names]
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    """``argv`` under ``taskset -c cpu`` (taskset execs it: the pid stays the command's)."""
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Running:
+    """A started server: its pid (the process group leader) and port."""
+
+    server: Server
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output_tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise ServerFailed(
+                f"{self.server.name} exited with status {self.process.returncode}:\n"
+                f"{self.output_tail()}"
+            )
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server's process tree (VmRSS), in KiB."""
+        return sum(map(_vm_rss_kib, _process_tree(self.pid)))
+
+
+@contextlib.contextmanager
+def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Running]:
+    """Start ``server`` pinned to ``cpu``, wait until it answers, and always stop it."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    with tempfile.NamedTemporaryFile(prefix=f"bench-{server.name}-", suffix=".log") as log:
+        process = subprocess.Popen(
+            pinned(cpu, server.argv(port, settings)),
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: gunicorn's worker goes too
+        )
+        handle = Running(server, process, port, Path(log.name))
+        try:
+            _wait_ready(handle)
+            yield handle
+        finally:
+            _stop(handle)
+
+
+def _wait_ready(handle: Running) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        handle.check_alive()
+        with contextlib.suppress(OSError):
+            if http_get(handle.port, "/", timeout=2.0).startswith(b"HTTP/1.1 200"):
+                return
+        time.sleep(0.05)
+    raise ServerFailed(
+        f"{handle.server.name} did not answer within {READY_TIMEOUT} s:\n{handle.output_tail()}"
+    )
+
+
+def _stop(handle: Running) -> None:
+    """SIGTERM the server's process group, SIGKILL it if it lingers, and check that the
+    port is closed."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(handle.pid, sig)
+        try:
+            handle.process.wait(STOP_TIMEOUT)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # The group's other members (gunicorn's worker) may outlive the leader briefly.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(handle.pid, signal.SIGKILL)
+    _wait_port_closed(handle.port)
+
+
+def _wait_port_closed(port: int) -> None:
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+        except OSError:
+            return
+        time.sleep(0.05)
+    print(f"warning: port {port} still accepts connections after the server stopped")
+
+
+def http_get(port: int, path: str, timeout: float) -> bytes:
+    """One ``GET`` on a fresh connection (``Connection: close``); the raw response."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
+        )
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _process_tree(root: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # Field 4 of /proc/PID/stat, after the parenthesised command name.
+                ppid = int(entry.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(parents.get(pid, ()))
+    return tree
+
+
+def _vm_rss_kib(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

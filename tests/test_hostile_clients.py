@@ -1,0 +1,421 @@
+"""Slow and vanishing clients: each is bounded by a deadline or noticed at once, costs only
+its own connection, and leaves nothing behind.
+
+"Nothing behind" is measured, not assumed: after the client is gone the server's
+``open_connections`` is back to 0, and the process has no more open file descriptors,
+Trio tasks or busy worker threads than before the client came. (Idle worker threads are
+not counted: Trio's thread cache keeps them for a few seconds on purpose.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import resource
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+import trustme
+from conftest import RawClient, StartServer, hello_app
+
+import triowsgi
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+# Time the server is allowed beyond a deadline, for scheduling on a loaded CI machine.
+SLACK = 1.0
+
+
+class RecordingLog:
+    """A ``log`` option that keeps every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+
+    debug = error = info
+
+    def errors_mentioning(self, text: str) -> list[str]:
+        return [line for line in self.lines if text in line]
+
+
+# -- measuring what a connection leaves behind ---------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def busy_worker_threads() -> int:
+    """Trio worker threads running a job: Trio renames a worker for each job and gives it
+    back its idle name ("Trio thread N") before handing the result over."""
+    return sum(
+        1
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.name.startswith("Trio thread ")
+    )
+
+
+def trio_tasks() -> int:
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return count(root)
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    fds: int
+    threads: int
+    tasks: int
+
+    @classmethod
+    def now(cls) -> Usage:
+        return cls(open_fds(), busy_worker_threads(), trio_tasks())
+
+    def within(self, baseline: Usage) -> bool:
+        return (
+            self.fds <= baseline.fds
+            and self.threads <= baseline.threads
+            and self.tasks <= baseline.tasks
+        )
+
+
+async def eventually(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait for ``condition``. The server has no event for "a connection is fully gone"
+    (its task ends, then its worker thread returns), so this polls, under a deadline."""
+    with trio.fail_after(seconds):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def assert_nothing_left(server: triowsgi.ServerHandle, baseline: Usage) -> None:
+    try:
+        await eventually(lambda: server.open_connections == 0 and Usage.now().within(baseline))
+    except trio.TooSlowError:
+        pytest.fail(
+            f"left behind: {server.open_connections} connections, {Usage.now()} > {baseline}"
+        )
+
+
+async def connect(server: triowsgi.ServerHandle, data: bytes = b"") -> RawClient:
+    client = await RawClient.connect(server.port)
+    await client.send(data)
+    return client
+
+
+def reset(client: RawClient) -> None:
+    """Close with an RST instead of a FIN (SO_LINGER with a zero timeout)."""
+    sock = client.stream.socket
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class Tracked:
+    """An app whose iterable's ``close()`` and whose posthook set threading events, so a
+    test can see they ran even when the client vanished.
+
+    ``/upload`` reads the body; ``/download`` streams 64 MiB in 64 KiB pieces; anything
+    else is ``hello_app``.
+    """
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.posthook_ran = threading.Event()
+        self.app_error: BaseException | None = None
+        self.entered = trio.Event()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ["triowsgi.posthooks"].append((lambda env: self.posthook_ran.set(), (), {}))
+        path = environ["PATH_INFO"]
+        if path == "/upload":
+            return self.Result(self, self.upload(environ, start_response))
+        if path == "/download":
+            return self.Result(self, self.download(start_response))
+        return hello_app(environ, start_response)
+
+    def upload(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        trio.from_thread.run_sync(self.entered.set)
+        try:
+            body = environ["wsgi.input"].read()
+        except BaseException as exc:
+            self.app_error = exc
+            raise
+        start_response("200 OK", [])
+        yield body
+
+    def download(self, start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        trio.from_thread.run_sync(self.entered.set)
+        piece = b"x" * 65536
+        for _ in range(1024):
+            yield piece
+
+    class Result:
+        def __init__(self, owner: Tracked, body: Iterator[bytes]) -> None:
+            self.owner = owner
+            self.body = body
+
+        def __iter__(self) -> Iterator[bytes]:
+            return self.body
+
+        def close(self) -> None:
+            self.owner.closed.set()
+
+    async def assert_cleaned_up(self) -> None:
+        """close() and the posthook ran (waited for in a thread, bounded)."""
+        assert await trio.to_thread.run_sync(self.closed.wait, 5), "close() never ran"
+        assert await trio.to_thread.run_sync(self.posthook_ran.wait, 5), "no posthook"
+
+
+async def warmed_up(server: triowsgi.ServerHandle) -> Usage:
+    """The baseline, taken after one request has created what the server keeps (a
+    worker thread in Trio's cache, lazily imported modules)."""
+    client = await RawClient.connect(server.port)
+    await client.send(GET)
+    with trio.fail_after(5):
+        assert (await client.read_response())[0] == b"HTTP/1.1 200 OK"
+    await client.aclose()
+    await eventually(lambda: server.open_connections == 0)
+    return Usage.now()
+
+
+# -- slow clients --------------------------------------------------------------------------
+
+
+async def test_a_head_sent_a_byte_at_a_time_is_dropped_at_header_timeout(
+    start_server: StartServer,
+) -> None:
+    app = Tracked()
+    server = await start_server(app, header_timeout=0.5, log=RecordingLog())
+    client = await RawClient.connect(server.port)
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: " + b"s" * 200 + b"\r\n\r\n"
+
+    async def slowloris() -> None:
+        # One byte every 50 ms: each arrives far within any per-read timeout, and the
+        # whole head would take 11 s. The pace is the point of the test.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for i in range(len(head)):
+                await client.send(head[i : i + 1])
+                await trio.sleep(0.05)
+
+    started = trio.current_time()
+    async with trio.open_nursery() as trickling:
+        trickling.start_soon(slowloris)
+        with trio.fail_after(0.5 + SLACK):
+            status, headers, _ = await client.read_response()
+            assert await client.read_to_eof() == b""
+        trickling.cancel_scope.cancel()
+    await client.aclose()  # the server, lingering to let its answer arrive, sees the end
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert headers[b"connection"] == b"close"
+    assert trio.current_time() - started >= 0.45
+    assert not app.entered.is_set()
+    await eventually(lambda: server.open_connections == 0)
+
+
+async def test_a_stalled_body_is_bounded_by_socket_timeout(start_server: StartServer) -> None:
+    app = Tracked()
+    server = await start_server(app, socket_timeout=0.5, log=RecordingLog())
+    baseline = await warmed_up(server)
+    client = await RawClient.connect(server.port)
+    await client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    with trio.fail_after(5):
+        await app.entered.wait()
+    await client.send(b"only part of the body")  # and then nothing more
+    started = trio.current_time()
+    with trio.fail_after(0.5 + SLACK):
+        assert await client.read_to_eof() == b""  # no response: the connection is dropped
+    assert trio.current_time() - started >= 0.45
+    assert isinstance(app.app_error, TimeoutError)  # the app's read raised
+    await app.assert_cleaned_up()
+    await client.aclose()
+    await assert_nothing_left(server, baseline)
+
+
+@contextlib.contextmanager
+def file_limit_at_least(n: int) -> Iterator[None]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        yield
+        return
+    if hard != resource.RLIM_INFINITY and hard < n:
+        pytest.skip(f"needs {n} file descriptors, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_a_flood_of_silent_connections_does_not_stop_a_normal_request(
+    start_server: StartServer,
+) -> None:
+    flood = 2000
+    with file_limit_at_least(2 * flood + 200):  # both ends of every connection are ours
+        server = await start_server(hello_app, max_size=flood + 100, log=RecordingLog())
+        silent: list[trio.SocketStream] = []
+        try:
+            for _ in range(flood):
+                silent.append(await trio.open_tcp_stream("127.0.0.1", server.port))
+            await eventually(lambda: server.open_connections == flood)
+            with trio.fail_after(5):
+                client = await RawClient.connect(server.port)
+                await client.send(GET)
+                status, _, body = await client.read_response()
+            assert (status, body) == (b"HTTP/1.1 200 OK", b"Hello, world!\n")
+            await client.aclose()
+        finally:
+            for stream in silent:
+                stream.socket.close()
+        await eventually(lambda: server.open_connections == 0)
+
+
+# -- vanishing clients ---------------------------------------------------------------------
+
+
+async def reset_mid_body(server: triowsgi.ServerHandle, app: Tracked) -> None:
+    client = await connect(server, UNFINISHED_UPLOAD)
+    with trio.fail_after(5):
+        await app.entered.wait()
+    reset(client)
+
+
+async def half_close_mid_body(server: triowsgi.ServerHandle, app: Tracked) -> None:
+    client = await connect(server, UNFINISHED_UPLOAD)
+    with trio.fail_after(5):
+        await app.entered.wait()
+    await client.stream.send_eof()  # "that's all you get", but still listening
+    response = await client.read_to_eof()
+    await client.aclose()
+    # The body is short of its Content-Length: a malformed request, which the half-closed
+    # client can still be told about.
+    assert response.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+async def reset_mid_response(server: triowsgi.ServerHandle, app: Tracked) -> None:
+    client = await connect(server, b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(5):
+        await app.entered.wait()
+        await client.read_exactly(1024 * 1024)  # part of a 64 MiB response
+    reset(client)
+
+
+UNFINISHED_UPLOAD = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nstart"
+
+SCENARIOS: dict[str, Callable[[triowsgi.ServerHandle, Tracked], Awaitable[None]]] = {
+    "reset-mid-body": reset_mid_body,
+    "half-close-mid-body": half_close_mid_body,
+    "reset-mid-response": reset_mid_response,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_a_vanishing_client_leaves_nothing_behind_and_close_and_posthooks_run(
+    start_server: StartServer, scenario: str
+) -> None:
+    app = Tracked()
+    log = RecordingLog()
+    server = await start_server(app, log=log)
+    baseline = await warmed_up(server)
+    await SCENARIOS[scenario](server, app)
+    await app.assert_cleaned_up()
+    await assert_nothing_left(server, baseline)
+    assert not log.errors_mentioning("internal error")
+    # Other clients were never affected.
+    client = await RawClient.connect(server.port)
+    await client.send(GET)
+    with trio.fail_after(5):
+        assert (await client.read_response())[0] == b"HTTP/1.1 200 OK"
+    await client.aclose()
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context and a client context that trusts it."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    return server_context, client_context
+
+
+def client_hello(client_context: ssl.SSLContext) -> bytes:
+    """The first flight of a real TLS handshake."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_client = client_context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_client.do_handshake()
+    return outgoing.read()
+
+
+async def tls_get(port: int, client_context: ssl.SSLContext) -> bytes:
+    stream = trio.SSLStream(
+        await trio.open_tcp_stream("127.0.0.1", port),
+        client_context,
+        server_hostname="localhost",
+        https_compatible=True,
+    )
+    client = RawClient(stream)  # type: ignore[arg-type]
+    await client.send(GET)
+    with trio.fail_after(5):
+        status, _, _ = await client.read_response()
+    await stream.aclose()
+    return status
+
+
+@pytest.mark.parametrize("sent", ["nothing", "half-a-client-hello", "a-client-hello"])
+async def test_a_client_reset_during_the_tls_handshake_leaves_nothing_behind(
+    start_server: StartServer, tls: tuple[ssl.SSLContext, ssl.SSLContext], sent: str
+) -> None:
+    server_context, client_context = tls
+    log = RecordingLog()
+    server = await start_server(hello_app, ssl_context=server_context, log=log)
+    with trio.fail_after(5):
+        assert await tls_get(server.port, client_context) == b"HTTP/1.1 200 OK"
+    await eventually(lambda: server.open_connections == 0)
+    baseline = Usage.now()
+    hello = client_hello(client_context)
+    first_flight = {"nothing": b"", "half-a-client-hello": hello[: len(hello) // 2]}
+    client = await connect(server, first_flight.get(sent, hello))
+    await eventually(lambda: server.open_connections == 1)
+    reset(client)
+    await assert_nothing_left(server, baseline)
+    assert not log.errors_mentioning("internal error")
+    with trio.fail_after(5):
+        assert await tls_get(server.port, client_context) == b"HTTP/1.1 200 OK"
+
+
+async def test_a_stalled_tls_handshake_is_dropped_at_header_timeout(
+    start_server: StartServer, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    # Without this bound a client that starts a handshake and stops would hold its
+    # connection for ever by default (socket_timeout is None): slowloris over TLS.
+    server_context, client_context = tls
+    server = await start_server(
+        hello_app, ssl_context=server_context, header_timeout=0.5, log=RecordingLog()
+    )
+    hello = client_hello(client_context)
+    client = await connect(server, hello[: len(hello) // 2])
+    await eventually(lambda: server.open_connections == 1)
+    started = trio.current_time()
+    with trio.fail_after(0.5 + SLACK):
+        assert await client.read_to_eof() == b""  # dropped: no HTTP answer is possible
+    assert trio.current_time() - started >= 0.4
+    await eventually(lambda: server.open_connections == 0)
+    await client.aclose()

@@ -26,7 +26,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy in strict mode."""
-    session.install("mypy", "trio", "h11")
+    session.install("mypy", "trio", "h11", "outcome")
     session.run("mypy", "--strict", "triowsgi")
 
 

@@ -260,9 +260,10 @@ async def test_an_app_blocked_forever_does_not_hold_shutdown_past_the_grace_peri
 ) -> None:
     entered = trio.Event()
     release = threading.Event()
+    token = trio.lowlevel.current_trio_token()  # app threads aren't Trio's
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        trio.from_thread.run_sync(entered.set)
+        trio.from_thread.run_sync(entered.set, trio_token=token)
         release.wait(10)  # "forever", as far as this test is concerned
         start_response("200 OK", [])
         return [b"too late"]
@@ -346,11 +347,12 @@ async def test_a_memory_error_in_one_request_does_not_affect_a_concurrent_one(
 ) -> None:
     slow_entered = trio.Event()
     release_slow = threading.Event()
+    token = trio.lowlevel.current_trio_token()
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         if environ["PATH_INFO"] == "/boom":
             raise MemoryError("cannot allocate the response")
-        trio.from_thread.run_sync(slow_entered.set)
+        trio.from_thread.run_sync(slow_entered.set, trio_token=token)
         body = environ["wsgi.input"].read()
         release_slow.wait(5)
         start_response("200 OK", [])

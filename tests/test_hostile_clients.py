@@ -27,6 +27,7 @@ import trustme
 from conftest import RawClient, StartServer, hello_app
 
 import triowsgi
+from triowsgi._workers import IDLE_NAME
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 # Time the server is allowed beyond a deadline, for scheduling on a loaded CI machine.
@@ -56,12 +57,15 @@ def open_fds() -> int:
 
 
 def busy_worker_threads() -> int:
-    """Trio worker threads running a job: Trio renames a worker for each job and gives it
-    back its idle name ("Trio thread N") before handing the result over."""
+    """Worker threads running a job: triowsgi's workers (and Trio's own, for the rest)
+    are renamed for each job and given back their idle name before the result is
+    handed over."""
     return sum(
         1
         for t in threading.enumerate()
-        if t is not threading.main_thread() and not t.name.startswith("Trio thread ")
+        if t is not threading.main_thread()
+        and not t.name.startswith("Trio thread ")
+        and t.name != IDLE_NAME
     )
 
 
@@ -135,6 +139,7 @@ class Tracked:
         self.posthook_ran = threading.Event()
         self.app_error: BaseException | None = None
         self.entered = trio.Event()
+        self.token = trio.lowlevel.current_trio_token()  # app threads aren't Trio's
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         environ["triowsgi.posthooks"].append((lambda env: self.posthook_ran.set(), (), {}))
@@ -146,7 +151,7 @@ class Tracked:
         return hello_app(environ, start_response)
 
     def upload(self, environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
-        trio.from_thread.run_sync(self.entered.set)
+        trio.from_thread.run_sync(self.entered.set, trio_token=self.token)
         try:
             body = environ["wsgi.input"].read()
         except BaseException as exc:
@@ -157,7 +162,7 @@ class Tracked:
 
     def download(self, start_response: Any) -> Iterator[bytes]:
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
-        trio.from_thread.run_sync(self.entered.set)
+        trio.from_thread.run_sync(self.entered.set, trio_token=self.token)
         piece = b"x" * 65536
         for _ in range(1024):
             yield piece

@@ -227,11 +227,12 @@ class BlockingApp:
 
     def __init__(self, n: int) -> None:
         self.entered = [trio.Event() for _ in range(n)]
+        self.token = trio.lowlevel.current_trio_token()  # app threads aren't Trio's
         self.release = [threading.Event() for _ in range(n)]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         n = int(environ["PATH_INFO"][1:])
-        trio.from_thread.run_sync(self.entered[n].set)
+        trio.from_thread.run_sync(self.entered[n].set, trio_token=self.token)
         self.release[n].wait(10)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"done %d" % n]

@@ -53,9 +53,10 @@ class HeldApp:
         self.entered = trio.Event()
         self.release = threading.Event()
         self.hold = hold
+        self.token = trio.lowlevel.current_trio_token()  # app threads aren't Trio's
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
-        trio.from_thread.run_sync(self.entered.set)
+        trio.from_thread.run_sync(self.entered.set, trio_token=self.token)
         self.release.wait(self.hold)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"finished after shutdown began"]
@@ -147,6 +148,8 @@ async def test_a_just_accepted_connection_still_gets_its_first_request_served(
     client = await RawClient.connect(server.handle.port)
     await trio.testing.wait_all_tasks_blocked()  # the server has accepted it
     server.scope.cancel()
+    with trio.fail_after(5):
+        await server.log.exiting.wait()  # shutdown has begun before the request arrives
     await client.send(GET)
     with trio.fail_after(FIRST_REQUEST_GRACE + SLACK):
         status, headers, body = await client.read_response()

@@ -40,6 +40,7 @@ from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
 from ._response import build_response, has_body
 from ._shutdown import Shutdown
+from ._workers import WorkerPool
 from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
 
 __all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
@@ -115,7 +116,7 @@ class HTTPConnection:
         config: Config,
         *,
         log: ServerLog,
-        threads: trio.CapacityLimiter,
+        workers: WorkerPool,
         stats: ConnectionStats,
         shutdown: Shutdown,
     ) -> None:
@@ -123,7 +124,7 @@ class HTTPConnection:
         self._app = app
         self._config = config
         self._log = log
-        self._threads = threads
+        self._workers = workers
         self._stats = stats
         self._shutdown = shutdown
         self._info = connection_info(stream)
@@ -416,10 +417,10 @@ class HTTPConnection:
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
     def _pull_body(self) -> bytes:
-        return trio.from_thread.run(self._receive_body)
+        return trio.from_thread.run(self._receive_body, trio_token=self._workers.token)
 
     def _send_from_thread(self, batch: Batch) -> None:
-        trio.from_thread.run(self._send_batch, batch)
+        trio.from_thread.run(self._send_batch, batch, trio_token=self._workers.token)
 
     def _status_line_version(self, head: bytes) -> bytes:
         # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names
@@ -458,9 +459,7 @@ class HTTPConnection:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # Abandoned on cancellation: only the shutdown grace period cancels app work, and
         # an app stuck forever must not hold the server's exit.
-        return await trio.to_thread.run_sync(
-            _in_app_thread, fn, *args, limiter=self._threads, abandon_on_cancel=True
-        )
+        return await self._workers.run(_in_app_thread, fn, *args)
 
     async def _close_result(self, responder: Responder) -> None:
         """The iterable's ``close()`` after the response was cut short."""

@@ -16,6 +16,7 @@ from ._config import Config
 from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
 from ._shutdown import Shutdown
+from ._workers import WorkerPool
 from ._wsgi import WSGIApp
 
 __all__ = ["ServerHandle", "serve", "serve_listeners", "server"]
@@ -187,7 +188,7 @@ class _Acceptor:
         self._log = log
         self._stats = stats
         self._slots = config.custom_pool or trio.CapacityLimiter(config.max_size)
-        self._threads = trio.CapacityLimiter(config.threads)
+        self._workers = WorkerPool(config.threads)
 
     async def accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         async with listener:
@@ -223,7 +224,7 @@ class _Acceptor:
                 self._app,
                 self._config,
                 log=self._log,
-                threads=self._threads,
+                workers=self._workers,
                 stats=self._stats,
                 shutdown=self._shutdown,
             )

@@ -27,7 +27,7 @@ DOCUMENTED_DEFAULTS = {
     "log_output": True,
     "socket_timeout": None,
     "max_http_version": "HTTP/1.1",
-    "threads": 40,
+    "threads": 128,
     "max_header_fields": 100,
     "max_header_bytes": 65536,
     "log": None,

@@ -152,7 +152,7 @@ def test_gunicorn_settings_map_to_triowsgi_options() -> None:
     cfg = gunicorn_config.Config()
     defaults = options_from_config(cfg)
     # gunicorn's one thread would serialise requests: it means triowsgi's default.
-    assert defaults["threads"] == 40
+    assert defaults["threads"] == Config().threads
     assert defaults["keepalive"] == cfg.keepalive == 2
     assert defaults["max_size"] == cfg.worker_connections
     assert defaults["url_length_limit"] == cfg.limit_request_line

@@ -235,7 +235,8 @@ async def test_a_stalled_body_is_bounded_by_socket_timeout(start_server: StartSe
     server = await start_server(app, socket_timeout=0.5, log=RecordingLog())
     baseline = await warmed_up(server)
     client = await RawClient.connect(server.port)
-    await client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    # Bigger than EAGER_BODY_LIMIT, so the app is running and reading from the socket.
+    await client.send(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
     with trio.fail_after(5):
         await app.entered.wait()
     await client.send(b"only part of the body")  # and then nothing more
@@ -317,7 +318,8 @@ async def reset_mid_response(server: triowsgi.ServerHandle, app: Tracked) -> Non
     reset(client)
 
 
-UNFINISHED_UPLOAD = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nstart"
+# Bigger than EAGER_BODY_LIMIT: the app is called before the body is all there.
+UNFINISHED_UPLOAD = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\nstart"
 
 SCENARIOS: dict[str, Callable[[triowsgi.ServerHandle, Tracked], Awaitable[None]]] = {
     "reset-mid-body": reset_mid_body,

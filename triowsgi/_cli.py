@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--factory", action="store_true", help="MODULE:ATTRIBUTE is a callable returning the app")
     add("--certfile", help="TLS certificate (PEM); serves HTTPS with --keyfile")
     add("--keyfile", help="TLS private key (PEM)")
-    add("--threads", type=int, help="worker threads for the app (default 40)")
+    add("--threads", type=int, help="worker threads for the app (default 128)")
     add("--max-size", type=int, help="connections served at once (default 1024)")
     add(
         "--keepalive",

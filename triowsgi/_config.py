@@ -65,7 +65,7 @@ class Config:
     socket_timeout: float | None = None
     capitalize_response_headers: bool = True
     # triowsgi's own limits, beyond eventlet's options.
-    threads: int = 40
+    threads: int = 128
     max_header_fields: int = 100
     max_header_bytes: int = 64 * 1024
     graceful_timeout: float = 30.0

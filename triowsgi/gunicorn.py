@@ -21,7 +21,7 @@ gunicorn settings that apply:
 - ``--graceful-timeout N``: seconds requests in flight get after ``TERM``.
 - ``--threads N``: threads running the app, i.e. requests in the app at once. gunicorn's
   default of 1 suits its sync worker but would serialise every request here, so 1 means
-  triowsgi's default, 40.
+  triowsgi's default (``Config().threads``).
 - ``--worker-connections N``: connections a worker serves at once (``max_size``).
 - ``--limit-request-line N``: longest request target (0: bounded only by the 64 KiB head).
 - ``--limit-request-fields N``: most header fields in a request (0: 32768).
@@ -58,6 +58,7 @@ import trio
 from gunicorn.sock import ssl_context as gunicorn_ssl_context
 from gunicorn.workers.base import Worker as BaseWorker
 
+from ._config import Config
 from ._logging import ACCESS_LOGGER, ERROR_LOGGER
 from ._server import ServerHandle, serve_listeners
 from ._wsgi import WSGIApp
@@ -66,7 +67,7 @@ __all__ = ["Worker", "options_from_config"]
 
 # gunicorn's --threads default; see the module docstring.
 GUNICORN_DEFAULT_THREADS: Final = 1
-DEFAULT_THREADS: Final = 40
+DEFAULT_THREADS: Final = Config().threads
 # gunicorn's 0 ("unlimited") for the request line: h11's head limit bounds it anyway.
 UNLIMITED_REQUEST_LINE: Final = 64 * 1024
 UNLIMITED_REQUEST_FIELDS: Final = 32768  # gunicorn's largest --limit-request-fields

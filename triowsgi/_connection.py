@@ -40,7 +40,7 @@ from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
 from ._response import build_response, has_body
 from ._shutdown import Shutdown
-from ._workers import Job, WorkerPool
+from ._workers import WorkerPool
 from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
 
 __all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
@@ -152,7 +152,6 @@ class HTTPConnection:
         self._at_eof = False
         self._content_length: int | None = None  # of the current request, if it has one
         self._body_error: Exception | None = None  # met while reading the body eagerly
-        self._ahead: Job[Batch] | None = None  # the next batch of a streamed response
         self._served = 0  # requests read on this connection
 
     async def run(self) -> None:
@@ -476,18 +475,15 @@ class HTTPConnection:
         """Run the app and send its response; the status code sent (for the access log)."""
         try:
             batch = await self._in_thread(responder.call_app)
-            while True:
-                # The next batch is produced while this one is sent: one batch of
-                # read-ahead, so a stream is not a round trip per batch.
-                self._ahead = self._read_ahead(batch, responder)
-                await self._send_batch(batch)
-                if batch.done:
-                    return responder.status_code
-                if self._ahead is None:  # HEAD: the head is all the client gets
+            await self._send_batch(batch)
+            while not batch.done:
+                if not self._sends_body:  # HEAD: the head is all the client gets
                     await self._in_thread(responder.close)
                     await self._send_all(self._conn.send(h11.EndOfMessage()))
-                    return responder.status_code
-                batch = await self._workers.wait(self._ahead)
+                    break
+                batch = await self._in_thread(responder.next_batch)
+                await self._send_batch(batch)
+            return responder.status_code
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
             await self._close_result(responder)
             raise
@@ -499,23 +495,9 @@ class HTTPConnection:
         # an app stuck forever must not hold the server's exit.
         return await self._workers.run(_in_app_thread, fn, *args)
 
-    def _read_ahead(self, batch: Batch, responder: Responder) -> Job[Batch] | None:
-        sends_body = self._sends_body if batch.head is None else self._head_sends_body(batch)
-        if batch.done or not sends_body:
-            return None
-        return self._workers.start(_in_app_thread, responder.next_batch)
-
-    def _head_sends_body(self, batch: Batch) -> bool:
-        assert batch.head is not None
-        return has_body(batch.head.status_code, self._method)
-
     async def _close_result(self, responder: Responder) -> None:
         """The iterable's ``close()`` after the response was cut short."""
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SECONDS):
-            ahead, self._ahead = self._ahead, None
-            if ahead is not None and not (ahead.finished or ahead.abandoned):
-                with contextlib.suppress(Exception):  # a generator can't be closed
-                    await self._workers.wait(ahead)  # while it runs: let it finish
             try:
                 # Not under the `threads` limit: when the grace period ran out, stuck app
                 # calls may hold every token, and waiting for one would stall shutdown.

@@ -20,7 +20,7 @@ import outcome
 import trio
 from trio.lowlevel import Abort, Task, current_task, current_trio_token, reschedule
 
-__all__ = ["IDLE_NAME", "Job", "WorkerPool"]
+__all__ = ["IDLE_NAME", "WorkerPool"]
 
 T = TypeVar("T")
 
@@ -31,18 +31,14 @@ IDLE_NAME: Final = "triowsgi worker (idle)"
 
 
 @final
-class Job(Generic[T]):
-    """A call submitted to the pool; :meth:`WorkerPool.wait` gets its result."""
+class _Job(Generic[T]):
+    __slots__ = ("abandoned", "args", "fn", "task")
 
-    __slots__ = ("abandoned", "args", "finished", "fn", "result", "task")
-
-    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...], task: Task) -> None:
         self.fn = fn
         self.args = args
-        self.task: Task | None = None  # the task waiting for the result, if any yet
-        self.result: outcome.Outcome[T] | None = None  # the result, if nobody waited yet
+        self.task = task
         self.abandoned = False
-        self.finished = False  # the call returned or raised (set in the Trio thread)
 
 
 @final
@@ -57,7 +53,7 @@ class WorkerPool:
     def __init__(self, max_threads: int) -> None:
         self.max_threads = max_threads
         self.token = current_trio_token()
-        self._jobs: queue.SimpleQueue[Job[Any]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
@@ -65,20 +61,8 @@ class WorkerPool:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread; its result, or its exception re-raised."""
-        return await self.wait(self.start(fn, *args))
-
-    def start(self, fn: Callable[..., T], *args: Any) -> Job[T]:
-        """Submit ``fn(*args)`` now and :meth:`wait` for it later (to overlap work)."""
-        job: Job[T] = Job(fn, args)
+        job: _Job[T] = _Job(fn, args, current_task())
         self._submit(job)
-        return job
-
-    async def wait(self, job: Job[T]) -> T:
-        """The result of a started job; cancelling the wait abandons the job."""
-        if job.result is not None:
-            await trio.lowlevel.checkpoint()
-            return job.result.unwrap()
-        job.task = current_task()
 
         def abort(_: Any) -> Abort:
             job.abandoned = True
@@ -87,7 +71,7 @@ class WorkerPool:
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
-    def _submit(self, job: Job[Any]) -> None:
+    def _submit(self, job: _Job[Any]) -> None:
         with self._lock:
             self._jobs.put(job)
             self._queued += 1
@@ -125,11 +109,6 @@ class WorkerPool:
                 self.token.run_sync_soon(self._deliver, job, result)
 
     @staticmethod
-    def _deliver(job: Job[Any], result: outcome.Outcome[Any]) -> None:
-        job.finished = True
-        if job.abandoned:
-            return
-        if job.task is None:
-            job.result = result  # nobody is waiting yet: wait() will find it
-        else:
+    def _deliver(job: _Job[Any], result: outcome.Outcome[Any]) -> None:
+        if not job.abandoned:
             reschedule(job.task, result)

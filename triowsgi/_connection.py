@@ -39,7 +39,7 @@ from ._input import Input
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
 from ._response import build_response, has_body
-from ._shutdown import Shutdown
+from ._shutdown import Phase, Shutdown
 from ._workers import WorkerPool
 from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
 
@@ -153,6 +153,7 @@ class HTTPConnection:
         self._content_length: int | None = None  # of the current request, if it has one
         self._body_error: Exception | None = None  # met while reading the body eagerly
         self._served = 0  # requests read on this connection
+        self.phase = Phase.READING
 
     async def run(self) -> None:
         """Serve until the connection ends; never raises for anything the client does."""
@@ -166,6 +167,16 @@ class HTTPConnection:
             self._log.debug(f"connection from {self._peer} timed out")
         finally:
             await self._close()
+
+    def abort(self) -> None:
+        """Close the connection now (at shutdown): a wait on it ends with the stream
+        closed. Synchronous, so that shutdown can close every idle connection at once."""
+        stream = self._stream
+        if isinstance(stream, trio.SSLStream):
+            stream = stream.transport_stream
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            sock.close()
 
     @property
     def _peer(self) -> str:
@@ -187,37 +198,28 @@ class HTTPConnection:
     async def _serve_one(self) -> bool:
         """Read and answer one request; True if the connection may carry another."""
         try:
-            request = await self._next_request()
+            request = await self._read_request()
         except HTTPError as exc:
             self._log.debug(f"bad request from {self._peer}: {exc.status} {exc}")
             await self._send_error(exc.status)
             return False
         if request is None:
             return False
-        reuse = False  # stays so if the grace period runs out mid-request
         self._served += 1
-        with self._shutdown.in_flight() as scope:
-            await self._respond(request)
-            reuse = await self._next_cycle()
-        return reuse and not scope.cancelled_caught and not self._shutdown.closing
+        self.phase = Phase.BUSY
+        await self._respond(request)
+        return await self._next_cycle() and not self._shutdown.closing
 
     # -- reading --------------------------------------------------------------------
-
-    async def _next_request(self) -> h11.Request | None:
-        if self._served:
-            return await self._read_request()
-        # A connection accepted just before shutdown began has a request on its way,
-        # one another server process could have served: it gets a moment to arrive
-        # rather than being closed unanswered like an idle keep-alive connection.
-        request = None
-        with self._shutdown.first_request():
-            request = await self._read_request()
-        return request
 
     async def _read_request(self) -> h11.Request | None:
         """The next request head, or None when the client closed or stayed idle too long."""
         buffered = self._conn.trailing_data[0]
         idle = not buffered
+        # A new connection has its first request on its way (one that another server
+        # process could have served): at shutdown it gets a moment to arrive, where
+        # an idle keep-alive connection is closed at once.
+        self.phase = Phase.READING if buffered or not self._served else Phase.IDLE
         received = [buffered]  # what the head is parsed from, to check its line ends
         # header_timeout bounds the whole head from its first byte, however slowly
         # it trickles in (slowloris); socket_timeout bounds each wait within it.
@@ -239,6 +241,7 @@ class HTTPConnection:
                 if not data and not self._at_eof:
                     continue
                 idle = False
+                self.phase = Phase.READING
                 deadline = trio.current_time() + self._header_timeout
                 self._head_prefix = data[: self._config.url_length_limit + 32]
                 self._check_request_line()

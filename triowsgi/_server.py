@@ -15,7 +15,7 @@ import trio
 from ._config import Config
 from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
-from ._shutdown import Shutdown
+from ._shutdown import FIRST_REQUEST_GRACE, Phase, Shutdown
 from ._workers import WorkerPool
 from ._wsgi import WSGIApp
 
@@ -154,18 +154,34 @@ async def _serve(
     shutdown = Shutdown()
     acceptor = _Acceptor(app, config, log, stats, shutdown)
     async with trio.open_nursery() as nursery:
+        connections: trio.Nursery = await nursery.start(_run_connections, shutdown)
         for listener in listeners:
-            nursery.start_soon(acceptor.accept_loop, listener, nursery)
+            nursery.start_soon(acceptor.accept_loop, listener, connections)
         for url in map(_url, listeners):
             log.info(f"{pid_prefix()} wsgi starting up on {url}")
         task_status.started(handle)
         try:
             await trio.sleep_forever()
         finally:
-            # Cancelled (or an accept loop failed): listeners and idle connections are
-            # being cancelled with us; requests in flight get the grace period.
+            # Cancelled (or an accept loop failed): the accept loops are being cancelled
+            # with us, and the connections are told (see _shutdown.py).
             log.info(f"{pid_prefix()} wsgi exiting")
             shutdown.begin(config.graceful_timeout)
+
+
+async def _run_connections(
+    shutdown: Shutdown, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The nursery connections run in, shielded from the server's cancellation: when it
+    comes, :meth:`Shutdown.begin` closes idle connections, and this bounds the rest."""
+    with trio.CancelScope(shield=True) as scope:
+        async with trio.open_nursery() as connections:
+            task_status.started(connections)
+            await shutdown.begun.wait()
+            scope.deadline = shutdown.deadline
+            with trio.move_on_after(FIRST_REQUEST_GRACE):
+                await shutdown.drained.wait()
+            shutdown.abort(Phase.IDLE, Phase.READING)
 
 
 @final
@@ -228,7 +244,11 @@ class _Acceptor:
                 stats=self._stats,
                 shutdown=self._shutdown,
             )
-            await connection.run()
+            self._shutdown.add(connection)
+            try:
+                await connection.run()
+            finally:
+                self._shutdown.discard(connection)
         except Exception as exc:
             # A bug of ours must cost this connection only, never the server.
             self._log.exception("internal error serving a connection", exc)

@@ -1,23 +1,43 @@
 """Graceful shutdown: what happens when the scope running ``serve`` is cancelled.
 
-Listeners and idle connections are cancelled at once, like everything else in the
-server's nursery. A request in flight runs in a shielded scope instead, so it can finish
-and reach the client; :meth:`Shutdown.begin` gives those scopes a deadline (the grace
-period) and tells connections to close after their current response.
+The accept loops are cancelled with that scope, so listeners close at once. Connections
+run in a nursery of their own whose scope is shielded from it (see ``_server.py``):
+:meth:`Shutdown.begin` then decides their fate by what each is doing, and gives the rest
+a deadline, the grace period.
+
+Per-request cancel scopes would say the same thing, but entering a Trio cancel scope
+costs about as much as a thread hop; a connection here only records its state.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from typing import Any, Final, final
+from typing import Final, Protocol, final
 
 import trio
 
-__all__ = ["FIRST_REQUEST_GRACE", "Shutdown"]
+__all__ = ["FIRST_REQUEST_GRACE", "Phase", "Shutdown"]
 
-# How long a connection accepted just before shutdown may take to send its first
-# request (gunicorn's threaded worker allows 2 s; clients send at once).
+# How long a connection that has a request on its way (accepted just before shutdown
+# began, or in the middle of sending a head) may take to get it in: gunicorn's
+# threaded worker allows 2 s; clients send at once.
 FIRST_REQUEST_GRACE: Final = 1.0
+
+
+class Phase(enum.Enum):
+    """What a connection is doing, as far as shutdown is concerned."""
+
+    IDLE = "idle"  # between requests: closed at once
+    READING = "reading"  # a request is on its way: FIRST_REQUEST_GRACE to get it in
+    BUSY = "busy"  # a request is in flight: the grace period to finish it
+
+
+class Abortable(Protocol):
+    phase: Phase
+
+    def abort(self) -> None:
+        """Close the connection now; its task sees the stream closed and ends."""
 
 
 @final
@@ -26,48 +46,32 @@ class Shutdown:
 
     def __init__(self) -> None:
         self.closing = False
-        self._deadline = math.inf
-        self._first_deadline = math.inf
-        self._in_flight: set[trio.CancelScope] = set()
-        self._first_requests: set[trio.CancelScope] = set()
+        self.deadline = math.inf  # when requests still in flight are cancelled
+        self.begun = trio.Event()
+        self.drained = trio.Event()  # set once closing and no connection is left
+        self._connections: set[Abortable] = set()
+
+    def add(self, connection: Abortable) -> None:
+        self._connections.add(connection)
+
+    def discard(self, connection: Abortable) -> None:
+        self._connections.discard(connection)
+        if self.closing and not self._connections:
+            self.drained.set()
 
     def begin(self, grace_seconds: float) -> None:
-        """Stop reusing connections; give requests in flight ``grace_seconds`` to finish."""
+        """Close idle connections, stop reusing the others, start the grace period."""
         if self.closing:
             return
         self.closing = True
-        self._deadline = trio.current_time() + grace_seconds
-        for scope in self._in_flight:
-            scope.deadline = self._deadline
-        self._first_deadline = trio.current_time() + min(grace_seconds, FIRST_REQUEST_GRACE)
-        for scope in self._first_requests:
-            scope.deadline = self._first_deadline
+        self.deadline = trio.current_time() + grace_seconds
+        self.abort(Phase.IDLE)
+        self.begun.set()
+        if not self._connections:
+            self.drained.set()
 
-    def in_flight(self) -> _InFlight:
-        """A scope for one request: immune to the server's cancellation, bounded by the
-        grace period once shutdown begins."""
-        return _InFlight(self._in_flight, trio.CancelScope(shield=True, deadline=self._deadline))
-
-    def first_request(self) -> _InFlight:
-        """A scope for reading a new connection's first request: immune to the server's
-        cancellation, bounded by ``FIRST_REQUEST_GRACE`` once shutdown begins."""
-        scope = trio.CancelScope(shield=True, deadline=self._first_deadline)
-        return _InFlight(self._first_requests, scope)
-
-
-@final
-class _InFlight:
-    # A class rather than @contextmanager: this runs for every request.
-    __slots__ = ("_registry", "_scope")
-
-    def __init__(self, registry: set[trio.CancelScope], scope: trio.CancelScope) -> None:
-        self._registry = registry
-        self._scope = scope
-
-    def __enter__(self) -> trio.CancelScope:
-        self._registry.add(self._scope)
-        return self._scope.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> bool:
-        self._registry.discard(self._scope)
-        return self._scope.__exit__(*exc_info)
+    def abort(self, *phases: Phase) -> None:
+        """Close every connection that is in one of ``phases``."""
+        for connection in list(self._connections):
+            if connection.phase in phases:
+                connection.abort()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import re
 import socket
 import time
 from collections.abc import Callable
@@ -23,25 +22,33 @@ import trio
 
 from ._config import Config
 from ._errors import (
-    BadRequest,
+    REASONS,
     ClientDisconnected,
     HeadersTooLarge,
     HTTPError,
-    MethodNotImplemented,
     RequestTimeout,
     RequestTooLarge,
     SocketTimeout,
     URITooLong,
-    VersionNotSupported,
+    error_body,
     from_h11,
 )
 from ._input import Input
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
+from ._request import as_http11, check_line_ends, check_request, check_request_line
 from ._response import build_response, has_body
 from ._shutdown import Phase, Shutdown
 from ._workers import WorkerPool
-from ._wsgi import Batch, ConnectionInfo, Responder, WSGIApp, build_environ
+from ._wsgi import (
+    Batch,
+    ConnectionInfo,
+    Responder,
+    WSGIApp,
+    build_environ,
+    call_posthooks,
+    in_app_thread,
+)
 
 __all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
 
@@ -50,8 +57,6 @@ T = TypeVar("T")
 # One receive_some() per request in the common case; big enough for a 64 KiB upload
 # piece, small enough that 1,000 idle connections don't pin much memory.
 RECEIVE_SIZE: Final = 64 * 1024
-# eventlet's (and most servers') per-line limit; a longer header line gets 431.
-MAX_HEADER_LINE: Final = 8 * 1024
 # Unread request bodies up to this size are read and thrown away so the connection can
 # be reused; past it, closing is cheaper than reading.
 DRAIN_LIMIT: Final = 1024 * 1024
@@ -72,8 +77,6 @@ JOIN_LIMIT: Final = 256 * 1024
 # The longest a result's close() may take after a response was cut short.
 CLOSE_SECONDS: Final = 5.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
-# RFC 9112 §3.2 requires a 400 for an invalid Host: uri-host [ ":" port ] (RFC 3986).
-HOST_RE: Final = re.compile(rb"(\[[0-9A-Za-z:.]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 
 
 @dataclasses.dataclass(slots=True)
@@ -227,9 +230,9 @@ class HTTPConnection:
         while True:
             event = self._next_event()
             if isinstance(event, h11.Request):
-                self._check_line_ends(b"".join(received))
-                self._check_request(event)
-                return _as_http11(event)
+                check_line_ends(b"".join(received), self._conn.trailing_data[0])
+                self._content_length = check_request(event, self._config)
+                return as_http11(event)
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed
             if idle:
@@ -244,7 +247,7 @@ class HTTPConnection:
                 self.phase = Phase.READING
                 deadline = trio.current_time() + self._header_timeout
                 self._head_prefix = data[: self._config.url_length_limit + 32]
-                self._check_request_line()
+                check_request_line(self._head_prefix)
             else:
                 data = await self._receive_head_part(deadline)
             received.append(data)
@@ -267,62 +270,6 @@ class HTTPConnection:
             if isinstance(error, HeadersTooLarge) and b"\n" not in self._head_prefix:
                 raise URITooLong("request line too long") from exc
             raise error from exc
-
-    def _check_request_line(self) -> None:
-        # An HTTP/0.9 request ("GET /\r\n") would wait, bounded only by header_timeout,
-        # for a head it never completes: a whole first line with no version is refused.
-        line, newline, _ = self._head_prefix.partition(b"\n")
-        if newline and not line.rstrip(b"\r").rpartition(b" ")[2].startswith(b"HTTP/"):
-            raise BadRequest("no HTTP version in the request line")
-
-    def _check_line_ends(self, data: bytes) -> None:
-        # h11 takes a bare LF for a line end (RFC 9112 §2.2 allows it), but an
-        # intermediary that doesn't would frame the request differently: the smuggling
-        # of CVE-2022-32214 (Node.js) and GHSA-pg36-wpm5-g57p (waitress).
-        head = data[: len(data) - len(self._conn.trailing_data[0])]
-        if head.count(b"\n") != head.count(b"\r\n"):
-            raise BadRequest("bare LF in the request head")
-
-    def _check_request(self, request: h11.Request) -> None:
-        """Rules h11 leaves to the server (see DECISIONS.md)."""
-        if not request.http_version.startswith(b"1."):
-            if request.http_version >= b"2":
-                raise VersionNotSupported(request.http_version.decode("ascii"))
-            raise BadRequest(f"unsupported HTTP version {request.http_version!r}")
-        if request.method == b"CONNECT":
-            # No tunnels here, and a 2xx answer would make h11 switch protocols.
-            raise MethodNotImplemented("CONNECT")
-        if len(request.target) > self._config.url_length_limit:
-            raise URITooLong(f"request target of {len(request.target)} bytes")
-        if len(request.method) > self._config.url_length_limit:
-            # As a request line too long to parse gets (see _next_event).
-            raise URITooLong(f"method of {len(request.method)} bytes")
-        headers = request.headers
-        if len(headers) > self._config.max_header_fields:
-            raise HeadersTooLarge(f"{len(headers)} header fields")
-        length: int | None = None
-        has_encoding = False
-        block = 0
-        for name, value in headers:
-            if len(name) + len(value) + 2 > MAX_HEADER_LINE:
-                raise HeadersTooLarge(f"header line {name!r} too long")
-            block += len(name) + len(value) + 4  # "name: value\r\n"
-            if name == b"content-length":
-                length = int(value)  # h11 checked it is digits, and one value
-            elif name == b"host" and not HOST_RE.fullmatch(value):
-                raise BadRequest(f"invalid Host {value!r}")
-            has_encoding = has_encoding or name == b"transfer-encoding"
-        # h11's max_incomplete_event_size only stops a head still incomplete at the
-        # limit; one that completes in the receive crossing it gets here.
-        if block > self._config.max_header_bytes:
-            raise HeadersTooLarge(f"header block of {block} bytes")
-        self._content_length = length
-        if length is not None and length > self._max_body:
-            # 413 before the app runs: RFC 9110 §15.5.14.
-            raise RequestTooLarge(f"Content-Length {length} > max_body_size")
-        if length is not None and has_encoding:
-            # RFC 9112 §6.1: a request smuggling signature.
-            raise BadRequest("Content-Length and Transfer-Encoding are not allowed together")
 
     async def _receive(self, timeout: float | None = None) -> bytes:
         """The next bytes from the client (``b""`` at EOF)."""
@@ -496,7 +443,7 @@ class HTTPConnection:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         # Abandoned on cancellation: only the shutdown grace period cancels app work, and
         # an app stuck forever must not hold the server's exit.
-        return await self._workers.run(_in_app_thread, fn, *args)
+        return await self._workers.run(in_app_thread, fn, *args)
 
     async def _close_result(self, responder: Responder) -> None:
         """The iterable's ``close()`` after the response was cut short."""
@@ -505,7 +452,7 @@ class HTTPConnection:
                 # Not under the `threads` limit: when the grace period ran out, stuck app
                 # calls may hold every token, and waiting for one would stall shutdown.
                 await trio.to_thread.run_sync(
-                    _in_app_thread, responder.close, abandon_on_cancel=True
+                    in_app_thread, responder.close, abandon_on_cancel=True
                 )
             except Exception as exc:
                 self._log.exception("error closing the application's iterable", exc)
@@ -565,9 +512,9 @@ class HTTPConnection:
 
         Serialised by a fresh h11 connection: ours may be in an error state.
         """
-        body = _error_body(status, exc)
+        body = error_body(status, exc)
         head = build_response(
-            f"{status} {_REASONS.get(status, '')}".rstrip(),
+            f"{status} {REASONS.get(status, '')}".rstrip(),
             [("Content-Type", "text/plain; charset=utf-8")],
             capitalize_names=False,
             content_length=len(body),
@@ -640,7 +587,7 @@ class HTTPConnection:
             return
         # No shield of their own: the request's in-flight scope already protects them
         # from the server's cancellation, and the grace period still bounds them.
-        await self._in_thread(_call_posthooks, hooks, environ, self._log)
+        await self._in_thread(call_posthooks, hooks, environ, self._log)
 
     def _log_access(
         self,
@@ -683,20 +630,6 @@ class HTTPConnection:
                 await trio.aclose_forcefully(stream)
 
 
-def _as_http11(request: h11.Request) -> h11.Request:
-    """RFC 9110 §2.5: a higher HTTP/1 minor version (HTTP/1.2) is served as the highest
-    one implemented, 1.1, and the app sees SERVER_PROTOCOL HTTP/1.1."""
-    if request.http_version <= b"1.1":
-        return request
-    headers = request.headers.raw_items()
-    try:
-        return h11.Request(
-            method=request.method, target=request.target, headers=headers, http_version=b"1.1"
-        )
-    except h11.LocalProtocolError as exc:  # no Host, which h11 requires of 1.1 only
-        raise BadRequest(str(exc)) from exc
-
-
 async def _lingering_close(stream: trio.SocketStream) -> None:
     try:
         await stream.send_eof()
@@ -712,52 +645,3 @@ async def _lingering_close(stream: trio.SocketStream) -> None:
     except trio.BusyResourceError:
         pass  # an abandoned app thread is still reading the body: just close
     await trio.aclose_forcefully(stream)
-
-
-class AppBaseException(Exception):
-    """A ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...) raised by the app,
-    carried as an ordinary application error: a 500 or an aborted body, and a log line."""
-
-
-def _in_app_thread(fn: Callable[..., T], *args: Any) -> T:
-    # Python delivers signals to the main thread only, so a BaseException raised in a
-    # worker thread is the app's own, never Ctrl-C; unwrapped it would cross every
-    # `except Exception` on its way up and stop the whole server.
-    try:
-        return fn(*args)
-    except Exception:
-        raise
-    except BaseException as exc:
-        raise AppBaseException(f"the application raised {type(exc).__name__}") from exc
-
-
-def _call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -> None:
-    """Run each ``(func, args, kwargs)`` as ``func(environ, *args, **kwargs)``, in order;
-    an exception is logged and the next hook still runs."""
-    for hook in hooks:
-        try:
-            func, args, kwargs = hook
-            func(environ, *args, **kwargs)
-        except BaseException as exc:  # a worker thread: this can't be Ctrl-C
-            log.exception(f"error in posthook {hook!r}", exc)
-
-
-_REASONS: Final = {
-    400: "Bad Request",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    505: "HTTP Version Not Supported",
-}
-
-
-def _error_body(status: int, exc: BaseException | None) -> bytes:
-    text = f"{status} {_REASONS.get(status, '')}\n"
-    if exc is not None:
-        import traceback
-
-        text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return text.encode("utf-8")

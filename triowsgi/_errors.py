@@ -7,9 +7,13 @@ translated at one boundary, :func:`from_h11`.
 
 from __future__ import annotations
 
+import traceback
+from typing import Final
+
 import h11
 
 __all__ = [
+    "REASONS",
     "BadRequest",
     "ClientDisconnected",
     "HTTPError",
@@ -21,6 +25,7 @@ __all__ = [
     "SocketTimeout",
     "URITooLong",
     "VersionNotSupported",
+    "error_body",
     "from_h11",
 ]
 
@@ -107,3 +112,25 @@ def from_h11(exc: h11.RemoteProtocolError) -> HTTPError:
     """Translate h11's error, keeping its status hint when it names one of ours."""
     cls = _BY_STATUS.get(exc.error_status_hint, BadRequest)
     return cls(str(exc))
+
+
+# The reason phrases of the statuses the server sends on its own.
+REASONS: Final = {
+    400: "Bad Request",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+
+def error_body(status: int, exc: BaseException | None = None) -> bytes:
+    """The text of one of the server's own error responses; ``exc``'s traceback is
+    included only when the caller decided to (``debug=True``)."""
+    text = f"{status} {REASONS.get(status, '')}\n"
+    if exc is not None:
+        text += "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text.encode("utf-8")

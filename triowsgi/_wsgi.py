@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import unquote
 
 import h11
@@ -20,7 +20,21 @@ import h11
 from ._input import Input
 from ._response import build_response, has_body
 
-__all__ = ["Batch", "ConnectionInfo", "Responder", "WSGIApp", "build_environ"]
+__all__ = [
+    "AppBaseException",
+    "Batch",
+    "ConnectionInfo",
+    "Responder",
+    "WSGIApp",
+    "build_environ",
+    "call_posthooks",
+    "in_app_thread",
+]
+
+if TYPE_CHECKING:
+    from ._logging import ServerLog
+
+T = TypeVar("T")
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 Write = Callable[[bytes], None]
@@ -290,3 +304,31 @@ def _as_bytes(item: object) -> bytes:
     raise TypeError(
         f"WSGI response body items must be bytes, not {type(item).__name__}: {item!r:.60}"
     )
+
+
+class AppBaseException(Exception):
+    """A ``BaseException`` (``KeyboardInterrupt``, ``SystemExit``, ...) raised by the app,
+    carried as an ordinary application error: a 500 or an aborted body, and a log line."""
+
+
+def in_app_thread(fn: Callable[..., T], *args: Any) -> T:
+    # Python delivers signals to the main thread only, so a BaseException raised in a
+    # worker thread is the app's own, never Ctrl-C; unwrapped it would cross every
+    # `except Exception` on its way up and stop the whole server.
+    try:
+        return fn(*args)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise AppBaseException(f"the application raised {type(exc).__name__}") from exc
+
+
+def call_posthooks(hooks: list[Any], environ: dict[str, Any], log: ServerLog) -> None:
+    """Run each ``(func, args, kwargs)`` as ``func(environ, *args, **kwargs)``, in order;
+    an exception is logged and the next hook still runs."""
+    for hook in hooks:
+        try:
+            func, args, kwargs = hook
+            func(environ, *args, **kwargs)
+        except BaseException as exc:  # a worker thread: this can't be Ctrl-C
+            log.exception(f"error in posthook {hook!r}", exc)

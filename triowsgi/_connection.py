@@ -230,7 +230,7 @@ class HTTPConnection:
         while True:
             event = self._next_event()
             if isinstance(event, h11.Request):
-                check_line_ends(b"".join(received), self._conn.trailing_data[0])
+                check_line_ends(received[0] if len(received) == 1 else b"".join(received))
                 self._content_length = check_request(event, self._config)
                 return as_http11(event)
             if event is not h11.NEED_DATA:

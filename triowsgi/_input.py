@@ -34,7 +34,10 @@ class Input:
         complete: bool = False,
     ) -> None:
         self._pull = pull
-        self._buffer = bytearray(prefetched)
+        # Unread body: _buffer[_pos:]. Bytes and an offset rather than a bytearray, so
+        # that a body received whole is handed to the app without a copy.
+        self._buffer: bytes | bytearray = prefetched
+        self._pos = 0
         self._eof = complete
         self.read_started = False
         self.hundred_continue_headers: list[tuple[str, str]] = []
@@ -45,9 +48,9 @@ class Input:
         if size is None or size < 0:
             while self._fill():
                 pass
-            size = len(self._buffer)
+            size = self._available
         else:
-            while len(self._buffer) < size and self._fill():
+            while self._available < size and self._fill():
                 pass
         return self._take(size)
 
@@ -57,10 +60,11 @@ class Input:
         limit = _READLINE_CHUNK if size is None or size < 0 else size
         scanned = 0
         while True:
-            end = self._buffer.find(b"\n", scanned, limit)
+            pos = self._pos
+            end = self._buffer.find(b"\n", pos + scanned, pos + limit)
             if end >= 0:
-                return self._take(end + 1)
-            scanned = len(self._buffer)
+                return self._take(end + 1 - pos)
+            scanned = self._available
             if scanned >= limit or not self._fill():
                 return self._take(limit)
 
@@ -114,10 +118,22 @@ class Input:
         if not data:
             self._eof = True
             return False
-        self._buffer += data
+        buffer = self._buffer
+        if isinstance(buffer, bytes):  # from now on, appending must not copy it all
+            buffer = self._buffer = bytearray(buffer[self._pos :])
+            self._pos = 0
+        elif self._pos * 2 > len(buffer):  # mostly read: drop that part
+            del buffer[: self._pos]
+            self._pos = 0
+        buffer += data
         return True
 
+    @property
+    def _available(self) -> int:
+        return len(self._buffer) - self._pos
+
     def _take(self, size: int) -> bytes:
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+        pos = self._pos
+        data = self._buffer[pos : pos + size]
+        self._pos = pos + len(data)
+        return data if isinstance(data, bytes) else bytes(data)

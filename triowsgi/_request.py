@@ -33,6 +33,8 @@ __all__ = [
 # eventlet's (and most servers') per-line limit; a longer header line gets 431.
 MAX_HEADER_LINE: Final = 8 * 1024
 # RFC 9112 §3.2 requires a 400 for an invalid Host: uri-host [ ":" port ] (RFC 3986).
+# h11's own rule for the end of a head (its blank_line_regex).
+_HEAD_END: Final = re.compile(rb"\n\r?\n")
 HOST_RE: Final = re.compile(rb"(\[[0-9A-Za-z:.]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
 
 
@@ -92,15 +94,16 @@ def check_request_line(prefix: bytes) -> None:
         raise BadRequest("no HTTP version in the request line")
 
 
-def check_line_ends(received: bytes, unparsed: bytes) -> None:
-    """``received``: the bytes a head was parsed from, ``unparsed`` what follows it.
+def check_line_ends(received: bytes) -> None:
+    """``received``: the bytes a head was parsed from (and maybe some that follow it).
 
     h11 takes a bare LF for a line end (RFC 9112 §2.2 allows it), but an intermediary
     that doesn't would frame the request differently: the smuggling of CVE-2022-32214
     (Node.js) and GHSA-pg36-wpm5-g57p (waitress).
     """
-    head = received[: len(received) - len(unparsed)]
-    if head.count(b"\n") != head.count(b"\r\n"):
+    blank_line = _HEAD_END.search(received)  # where h11 found the end of the head
+    end = blank_line.end() if blank_line else len(received)
+    if received.count(b"\n", 0, end) != received.count(b"\r\n", 0, end):
         raise BadRequest("bare LF in the request head")
 
 

@@ -106,7 +106,7 @@ SERVERS: Final = (
         "triowsgi",
         ("triowsgi", "trio", "h11"),
         _triowsgi,
-        "defaults (40 threads) but no access log and `--max-size <max connections>`",
+        "defaults (128 threads) but no access log and `--max-size <max connections>`",
     ),
     Server(
         "hypercorn-trio",

@@ -452,3 +452,25 @@ async def test_log_output_false_silences_everything(nursery: trio.Nursery) -> No
 def test_format_date_time() -> None:
     assert triowsgi.format_date_time(0) == "Thu, 01 Jan 1970 00:00:00 GMT"
     assert triowsgi.format_date_time(1_700_000_000.9) == "Tue, 14 Nov 2023 22:13:20 GMT"
+
+
+async def test_a_burst_of_clients_is_accepted_and_served(start_server) -> None:
+    # Connections waiting in the backlog are taken several per scheduler turn (see
+    # _server._Backlog); every one of them must still be served exactly once.
+    server = await start_server(hello_app, max_size=300, log_output=False)
+    clients = [await RawClient.connect(server.port) for _ in range(200)]
+    statuses: list[bytes] = []
+
+    async def ask(client: RawClient) -> None:
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        statuses.append((await client.read_response())[0])
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            for client in clients:
+                nursery.start_soon(ask, client)
+    assert statuses == [b"HTTP/1.1 200 OK"] * 200
+    assert server.open_connections == 200
+    assert server.requests_served == 200
+    for client in clients:
+        await client.aclose()

@@ -101,11 +101,6 @@ class Config:
         return config
 
     @property
-    def connection_limit(self) -> trio.CapacityLimiter:
-        """A fresh limiter for ``max_size``, or the shared ``custom_pool``."""
-        return self.custom_pool or trio.CapacityLimiter(self.max_size)
-
-    @property
     def keepalive_timeout(self) -> float:
         """Seconds a connection may sit idle between requests (``inf``: no limit)."""
         if isinstance(self.keepalive, bool):

@@ -113,6 +113,28 @@ def raw_client() -> Callable[[int], Awaitable[RawClient]]:
     return RawClient.connect
 
 
+class RecordingLog:
+    """A ``log`` option that keeps every line (written from Trio and worker threads) and
+    says when the server starts exiting."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.exiting = trio.Event()
+
+    def info(self, message: str) -> None:
+        self.lines.append(message)
+        if "wsgi exiting" in message:
+            self.exiting.set()
+
+    debug = error = info
+
+    def mentioning(self, text: str, *, traceback: bool = False) -> list[str]:
+        """The lines containing ``text`` (and a traceback, if asked)."""
+        return [
+            line for line in self.lines if text in line and (not traceback or "Traceback" in line)
+        ]
+
+
 def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The smallest app: 200 with a fixed body."""
     start_response("200 OK", [("Content-Type", "text/plain")])

@@ -25,28 +25,13 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import RawClient, StartServer, hello_app
+from conftest import RawClient, RecordingLog, StartServer, hello_app
 
 import triowsgi
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 # Time the server is allowed beyond a deadline, for scheduling on a loaded CI machine.
 SLACK = 1.0
-
-
-class RecordingLog:
-    """A ``log`` option that keeps every line (written from Trio and worker threads)."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-
-    debug = error = info
-
-    def errors_mentioning(self, text: str) -> list[str]:
-        return [line for line in self.lines if text in line and "Traceback" in line]
 
 
 class AppBaseError(BaseException):
@@ -146,10 +131,10 @@ async def test_an_app_failing_before_anything_was_sent_is_a_500(
     assert status == b"HTTP/1.1 500 Internal Server Error"
     assert headers[b"connection"] == b"close"
     assert body == b"500 Internal Server Error\n"  # no traceback: debug is off
-    [line] = log.errors_mentioning("error in the application")
+    [line] = log.mentioning(traceback=True, text="error in the application")
     assert exc.__name__ in line
     await assert_still_serving(server.port)
-    assert not log.errors_mentioning("internal error")
+    assert not log.mentioning(traceback=True, text="internal error")
 
 
 def raising_after_the_head(exc: type[BaseException]) -> Callable[..., Any]:
@@ -207,7 +192,7 @@ async def test_an_app_failing_after_the_head_went_out_cuts_the_body_short(
     # Whatever was sent, the chunked body never ends: the client knows it is incomplete.
     assert rest.startswith(b"c\r\nfirst part, \r\n")
     assert not rest.endswith(b"0\r\n\r\n")
-    [line] = log.errors_mentioning("error in the application")
+    [line] = log.mentioning(traceback=True, text="error in the application")
     assert exc.__name__ in line
     await assert_still_serving(server.port)
 
@@ -238,9 +223,9 @@ async def test_a_failing_posthook_is_logged_and_the_next_hook_still_runs(
             status, _, body = await client.read_response()
             assert (status, body) == (b"HTTP/1.1 200 OK", b"Hello, world!\n")
     assert ran[:2] == ["failing", "second"]
-    [line, *_] = log.errors_mentioning("error in posthook")
+    [line, *_] = log.mentioning(traceback=True, text="error in posthook")
     assert exc.__name__ in line
-    assert not log.errors_mentioning("internal error")
+    assert not log.mentioning(traceback=True, text="internal error")
 
 
 async def test_debug_sends_the_traceback_of_a_base_exception(start_server: StartServer) -> None:
@@ -375,4 +360,4 @@ async def test_a_memory_error_in_one_request_does_not_affect_a_concurrent_one(
     finally:
         release_slow.set()
         await slow.aclose()
-    assert len(log.errors_mentioning("MemoryError")) == 1
+    assert len(log.mentioning(traceback=True, text="MemoryError")) == 1

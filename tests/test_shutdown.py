@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import RawClient, hello_app
+from conftest import RawClient, RecordingLog, hello_app
 from test_cli import PLAIN_APP, TIMEOUT, serving
 
 import triowsgi
@@ -28,21 +28,6 @@ from triowsgi._shutdown import FIRST_REQUEST_GRACE
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 # Time the server is allowed beyond a deadline, for scheduling on a loaded CI machine.
 SLACK = 1.0
-
-
-class RecordingLog:
-    """A ``log`` option that keeps the lines and says when the server starts exiting."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.exiting = trio.Event()
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-        if "wsgi exiting" in message:
-            self.exiting.set()
-
-    debug = error = info
 
 
 class HeldApp:

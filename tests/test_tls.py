@@ -26,7 +26,7 @@ import httpx
 import pytest
 import trio
 import trustme
-from conftest import RawClient, StartServer, hello_app
+from conftest import RawClient, RecordingLog, StartServer, hello_app
 
 import triowsgi
 
@@ -34,18 +34,6 @@ GET = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 OK = b"HTTP/1.1 200 OK"
 
 Environ = dict[str, Any]
-
-
-class RecordingLog:
-    """A ``log`` option that keeps every line."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, message: str) -> None:
-        self.lines.append(message)
-
-    debug = error = info
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,15 @@ def _seconds(value: float | None) -> float:
 class HTTPConnection:
     """Serves requests on one stream until the client or h11 says the connection ends."""
 
+    # Thousands of these sit idle on a busy server: no per-instance __dict__.
+    __slots__ = (
+        "_app", "_at_eof", "_body_bytes", "_body_error", "_body_received", "_config",
+        "_conn", "_content_length", "_failed", "_head_prefix", "_header_timeout",
+        "_http10_only", "_idle_timeout", "_info", "_input", "_log", "_max_body", "_method",
+        "_proxies", "_response_started", "_sends_body", "_served", "_shutdown", "_stats",
+        "_stream", "_timeout", "_workers", "phase",
+    )  # fmt: skip
+
     def __init__(
         self,
         stream: trio.abc.Stream,

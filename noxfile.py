@@ -16,6 +16,14 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def tests_speed(session: nox.Session) -> None:
+    """Run the test suite with the ``speed`` extra (h11 compiled with mypyc)."""
+    session.install(".[test,speed]")
+    session.run("python", "-c", "import h11_mypyc")  # the extra really is installed
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
     session.install("ruff")

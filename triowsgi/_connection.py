@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar, final
 
-import h11
 import trio
 
 from ._config import Config
@@ -33,6 +32,7 @@ from ._errors import (
     error_body,
     from_h11,
 )
+from ._h11 import h11
 from ._input import Input
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies

@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 from typing import Final
 
-import h11
+from ._h11 import h11
 
 __all__ = [
     "REASONS",

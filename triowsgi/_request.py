@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Final
 
-import h11
-
 from ._config import Config
 from ._errors import (
     BadRequest,
@@ -21,6 +19,7 @@ from ._errors import (
     URITooLong,
     VersionNotSupported,
 )
+from ._h11 import h11
 
 __all__ = [
     "MAX_HEADER_LINE",

@@ -10,9 +10,8 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-import h11
-
 from ._dates import http_date_now
+from ._h11 import h11
 
 __all__ = ["ResponseHead", "build_response", "capitalize", "has_body"]
 

@@ -15,8 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import unquote
 
-import h11
-
+from ._h11 import h11
 from ._input import Input
 from ._response import build_response, has_body
 

@@ -404,7 +404,9 @@ async def test_deprecated_eventlet_options_name_their_replacement(
 # -- the blocking server() on a unix socket ----------------------------------------------
 
 BLOCKING_UNIX_SERVER = """
-import json, socket, sys, triowsgi
+import signal, json, socket, sys, triowsgi
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if a
+# background parent left SIGINT ignored
 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 sock.bind(sys.argv[1])
 sock.listen()
@@ -425,7 +427,7 @@ async def test_blocking_server_on_a_unix_socket(tmp_path: Path) -> None:
     assert process.stderr is not None
     try:
         output = ""
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while f"wsgi starting up on http:{path}" not in output:
                 data = await process.stderr.receive_some()
                 assert data, output
@@ -437,7 +439,7 @@ async def test_blocking_server_on_a_unix_socket(tmp_path: Path) -> None:
         assert (status, json.loads(body)) == (OK_11, ["unix", "", "unix", ""])
         await client.aclose()
         process.send_signal(signal.SIGINT)  # Ctrl-C: server() returns
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             assert await process.wait() == 0
     finally:
         with trio.CancelScope(shield=True):

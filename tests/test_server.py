@@ -156,7 +156,9 @@ async def test_serve_listeners_on_a_unix_socket(nursery: trio.Nursery, tmp_path:
 
 
 BLOCKING_SERVER_SCRIPT = """
-import socket, sys, triowsgi
+import signal, socket, sys, triowsgi
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if a
+# background parent left SIGINT ignored
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
 sock.listen()
@@ -176,7 +178,7 @@ class ProcessOutput:
         self.text = ""
 
     async def wait_for(self, pattern: str) -> re.Match[str]:
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             while not (match := re.search(pattern, self.text, re.M)):
                 data = await self._stream.receive_some()
                 if not data:
@@ -212,7 +214,7 @@ async def test_blocking_server_serves_until_interrupted() -> None:
         await client.aclose()
 
         process.send_signal(signal.SIGINT)  # Ctrl-C: server() returns
-        with trio.fail_after(10):
+        with trio.fail_after(30):
             assert await process.wait() == 0
         assert "returned; socket closed: True" in await stdout.read_to_eof()
         assert "Traceback" not in await stderr.read_to_eof()

@@ -833,3 +833,26 @@ async def test_app_exception_after_the_head_was_sent_aborts_the_body(start_serve
         b"1000\r\n" + b"x" * 4096 + b"\r\n"
     )
     assert "ZeroDivisionError: mid-stream" in log.getvalue()
+
+
+async def test_the_app_can_call_back_into_trio_with_the_environs_token(start_server) -> None:
+    # App threads are triowsgi's, not Trio's: trio.from_thread needs the token, which
+    # the environ carries.
+    seen: list[str] = []
+
+    async def in_trio(path: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return f"trio saw {path}"
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        token = environ["triowsgi.trio_token"]
+        seen.append(trio.from_thread.run(in_trio, environ["PATH_INFO"], trio_token=token))
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [seen[-1].encode()]
+
+    server = await start_server(app)
+    client = await RawClient.connect(server.port)
+    await client.send(b"GET /hi HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await client.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"trio saw /hi")
+    await client.aclose()

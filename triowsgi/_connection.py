@@ -383,6 +383,9 @@ class HTTPConnection:
             prefetched, complete = b"", False
         self._input = Input(self._pull_body, prefetched, complete=complete)
         environ = build_environ(request, self._info, self._config.environ, self._input)
+        # The app's thread is not one of Trio's: this is what it passes as trio_token=
+        # to call back into the server's Trio loop (trio.from_thread.run and friends).
+        environ["triowsgi.trio_token"] = self._workers.token
         if self._proxies:
             self._proxies.apply(environ)
         responder = Responder(

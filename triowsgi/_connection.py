@@ -134,6 +134,7 @@ class HTTPConnection:
         workers: WorkerPool,
         stats: ConnectionStats,
         shutdown: Shutdown,
+        proxies: TrustedProxies,
     ) -> None:
         self._stream = stream
         self._app = app
@@ -143,7 +144,7 @@ class HTTPConnection:
         self._stats = stats
         self._shutdown = shutdown
         self._info = connection_info(stream)
-        self._proxies = TrustedProxies(config.forwarded_allow_ips)
+        self._proxies = proxies
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self._timeout = _seconds(config.socket_timeout)
         self._header_timeout = _seconds(config.header_timeout)

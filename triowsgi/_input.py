@@ -39,12 +39,10 @@ class Input:
         self._buffer: bytes | bytearray = prefetched
         self._pos = 0
         self._eof = complete
-        self.read_started = False
         self.hundred_continue_headers: list[tuple[str, str]] = []
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes, or to the end of the body if ``size`` is negative."""
-        self.read_started = True
         if size is None or size < 0:
             while self._fill():
                 pass
@@ -56,7 +54,6 @@ class Input:
 
     def readline(self, size: int | None = -1) -> bytes:
         """Read one line, ending with ``b"\\n"``, or at most ``size`` bytes of it."""
-        self.read_started = True
         limit = _READLINE_CHUNK if size is None or size < 0 else size
         scanned = 0
         while True:

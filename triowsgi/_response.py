@@ -13,13 +13,11 @@ from typing import Final
 from ._dates import http_date_now
 from ._h11 import h11
 
-__all__ = ["ResponseHead", "build_response", "capitalize", "has_body"]
+__all__ = ["build_response", "capitalize", "has_body"]
 
 # RFC 9110 §15: the status code is three digits; the reason phrase is HTAB / SP / VCHAR /
 # obs-text, so CR, LF and NUL (response splitting) are refused.
 _STATUS_RE: Final = re.compile(rb"([1-9][0-9]{2})(?: ([\t\x20-\x7e\x80-\xff]*))?")
-
-ResponseHead = h11.Response
 
 
 def capitalize(name: str) -> str:

@@ -15,6 +15,7 @@ import trio
 from ._config import Config
 from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
+from ._proxy import TrustedProxies
 from ._shutdown import FIRST_REQUEST_GRACE, Phase, Shutdown
 from ._workers import WorkerPool
 from ._wsgi import WSGIApp
@@ -211,6 +212,7 @@ class _Acceptor:
         self._stats = stats
         self._slots = config.custom_pool or trio.CapacityLimiter(config.max_size)
         self._workers = WorkerPool(config.threads)
+        self._proxies = TrustedProxies(config.forwarded_allow_ips)  # parsed once
 
     async def accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
         async with listener, _Backlog(listener) as backlog:
@@ -266,6 +268,7 @@ class _Acceptor:
                 workers=self._workers,
                 stats=self._stats,
                 shutdown=self._shutdown,
+                proxies=self._proxies,
             )
             self._shutdown.add(connection)
             try:

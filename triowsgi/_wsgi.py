@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from ._h11 import h11
 from ._input import Input
-from ._response import build_response, has_body
+from ._response import build_response
 
 __all__ = [
     "AppBaseException",
@@ -257,11 +257,6 @@ class Responder:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
-
-    @property
-    def sends_body(self) -> bool:
-        """Whether the response may carry content (not HEAD, 1xx, 204 or 304)."""
-        return has_body(self.status_code, self._method)
 
     def _collect(self) -> Batch:
         assert self._iterator is not None

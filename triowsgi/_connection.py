@@ -40,6 +40,7 @@ from ._request import as_http11, check_line_ends, check_request, check_request_l
 from ._response import build_response, has_body
 from ._shutdown import Phase, Shutdown
 from ._workers import WorkerPool
+from ._writer import Pieces, direct_writer
 from ._wsgi import (
     Batch,
     ConnectionInfo,
@@ -121,7 +122,7 @@ class HTTPConnection:
         "_conn", "_content_length", "_failed", "_head_prefix", "_header_timeout",
         "_http10_only", "_idle_timeout", "_info", "_input", "_log", "_max_body", "_method",
         "_proxies", "_response_started", "_sends_body", "_served", "_shutdown", "_stats",
-        "_stream", "_timeout", "_workers", "phase",
+        "_stream", "_timeout", "_workers", "_writer", "phase",
     )  # fmt: skip
 
     def __init__(
@@ -137,6 +138,7 @@ class HTTPConnection:
         proxies: TrustedProxies,
     ) -> None:
         self._stream = stream
+        self._writer = direct_writer(stream)
         self._app = app
         self._config = config
         self._log = log
@@ -184,6 +186,8 @@ class HTTPConnection:
     def abort(self) -> None:
         """Close the connection now (at shutdown): a wait on it ends with the stream
         closed. Synchronous, so that shutdown can close every idle connection at once."""
+        if self._writer is not None:
+            self._writer.close()
         stream = self._stream
         if isinstance(stream, trio.SSLStream):
             stream = stream.transport_stream
@@ -417,7 +421,12 @@ class HTTPConnection:
         return trio.from_thread.run(self._receive_body, trio_token=self._workers.token)
 
     def _send_from_thread(self, batch: Batch) -> None:
-        trio.from_thread.run(self._send_batch, batch, trio_token=self._workers.token)
+        # write(): in the app's thread, which writes what the socket takes itself.
+        pieces = self._frame(batch)
+        if self._writer is not None:
+            pieces = self._writer.write(pieces)
+        if pieces:
+            trio.from_thread.run(self._send_pieces, pieces, trio_token=self._workers.token)
 
     def _status_line_version(self, head: bytes) -> bytes:
         # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names
@@ -437,16 +446,14 @@ class HTTPConnection:
     async def _run_app(self, responder: Responder) -> int:
         """Run the app and send its response; the status code sent (for the access log)."""
         try:
-            batch = await self._in_thread(responder.call_app)
-            await self._send_batch(batch)
-            while not batch.done:
-                if not self._sends_body:  # HEAD: the head is all the client gets
-                    await self._in_thread(responder.close)
-                    await self._send_all(self._conn.send(h11.EndOfMessage()))
-                    break
-                batch = await self._in_thread(responder.next_batch)
-                await self._send_batch(batch)
-            return responder.status_code
+            done, unsent = await self._in_thread(self._produce, responder, responder.call_app)
+            while True:
+                await self._send_pieces(unsent)
+                if done:
+                    return responder.status_code
+                done, unsent = await self._in_thread(
+                    self._produce, responder, responder.next_batch
+                )
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
             await self._close_result(responder)
             raise
@@ -486,8 +493,29 @@ class HTTPConnection:
         await self._send_error(status, exc if self._config.debug else None)
         return status
 
-    async def _send_batch(self, batch: Batch) -> None:
-        pieces: list[bytes] = []
+    def _produce(self, responder: Responder, step: Callable[[], Batch]) -> tuple[bool, Pieces]:
+        """In the app's thread: the response's next batches, written for as long as the
+        socket takes them at once. Whether the response is complete, and what is left
+        for the connection task to send (all of one batch when there is no writer)."""
+        while True:
+            batch = step()
+            pieces = self._frame(batch)
+            done = batch.done
+            if not done and not self._sends_body:  # HEAD: the head is all the client gets
+                responder.close()
+                pieces.append(self._conn.send(h11.EndOfMessage()))
+                done = True
+            if self._writer is None:
+                return done, pieces
+            pieces = self._writer.write(pieces)
+            if done or pieces:
+                return done, pieces
+            step = responder.next_batch
+
+    def _frame(self, batch: Batch) -> Pieces:
+        """The bytes of ``batch`` as h11 frames them (in whichever thread holds the
+        response: the connection task waits while the app's thread does)."""
+        pieces: Pieces = []
         if batch.head is not None:
             self._sends_body = has_body(batch.head.status_code, self._method)
             pieces.append(self._status_line_version(self._conn.send(batch.head) or b""))
@@ -500,13 +528,16 @@ class HTTPConnection:
         # From here the client may have part of the final response (100 Continue is not
         # one): an error can no longer be answered with a status.
         self._response_started = True
+        return pieces
+
+    async def _send_pieces(self, pieces: Pieces) -> None:
         if sum(map(len, pieces)) <= JOIN_LIMIT:
             await self._send_all(b"".join(pieces))
         else:
             for piece in pieces:
                 await self._send_all(piece)
 
-    async def _send_all(self, data: bytes) -> None:
+    async def _send_all(self, data: bytes | memoryview) -> None:
         if not data:
             return
         try:
@@ -631,6 +662,8 @@ class HTTPConnection:
 
     async def _close(self) -> None:
         """Close the stream; after an abrupt end, linger so the client reads our answer."""
+        if self._writer is not None:
+            self._writer.close()
         stream = self._stream
         unread = self._failed or self._conn.their_state in (h11.SEND_BODY, h11.ERROR)
         linger = unread and not self._at_eof

@@ -1,0 +1,154 @@
+"""Responses written from the app's thread: what the socket takes now goes at once, the
+rest goes back to the connection task, and nothing is written once the connection closes.
+
+:class:`DirectWriter` is driven here over a real socket pair, and end to end through a
+client that reads slowly, or not at all.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import trio
+from conftest import RawClient, RecordingLog, StartServer
+
+from triowsgi import ClientDisconnected
+from triowsgi._writer import DirectWriter, direct_writer
+
+BIG = bytes(range(256)) * 4096 * 8  # 8 MiB: more than any socket buffer takes at once
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    server, client = socket.socketpair()
+    server.setblocking(False)
+    yield server, client
+    server.close()
+    client.close()
+
+
+def test_what_the_socket_takes_is_written_at_once(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    assert DirectWriter(server.fileno()).write([b"head\r\n", b"", b"body"]) == []
+    assert client.recv(100) == b"head\r\nbody"
+
+
+def test_the_rest_is_returned_exactly_when_the_socket_is_full(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    rest = DirectWriter(server.fileno()).write([b"head", BIG, b"tail"])
+    unsent = b"".join(rest)
+    assert 0 < len(unsent) < len(BIG) + 8
+    client.setblocking(True)
+    written = bytearray()
+    while len(written) < len(BIG) + 8 - len(unsent):
+        written += client.recv(1 << 20)
+    assert bytes(written) + unsent == b"head" + BIG + b"tail"
+
+
+def test_a_full_socket_returns_everything(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, _ = pair
+    writer = DirectWriter(server.fileno())
+    writer.write([BIG])
+    assert writer.write([b"more", b"bytes"]) == [b"more", b"bytes"]
+
+
+def test_nothing_is_written_after_close(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    writer = DirectWriter(server.fileno())
+    writer.close()
+    with pytest.raises(ClientDisconnected):
+        writer.write([b"late"])
+    client.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        client.recv(10)
+
+
+def test_a_vanished_peer_is_a_disconnect(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    client.close()
+    with pytest.raises(ClientDisconnected):
+        DirectWriter(server.fileno()).write([b"anyone there?"])
+
+
+async def test_only_plain_socket_streams_get_a_writer() -> None:
+    a, b = trio.socket.socketpair()
+    plain = trio.SocketStream(a)
+    tls = trio.SSLStream(trio.SocketStream(b), ssl.create_default_context())
+    assert isinstance(direct_writer(plain), DirectWriter)
+    assert direct_writer(tls) is None
+    await plain.aclose()
+    await tls.transport_stream.aclose()
+
+
+# -- end to end --------------------------------------------------------------------------
+
+
+def big_stream(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Length", str(len(BIG)))])
+    for start in range(0, len(BIG), 1 << 20):
+        yield BIG[start : start + (1 << 20)]
+
+
+async def test_a_slow_reader_gets_every_byte_and_the_next_response(
+    start_server: StartServer,
+) -> None:
+    handle = await start_server(big_stream)
+    client = await RawClient.connect(handle.port)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    await client.send(request * 2)
+    for _ in range(2):
+        # Reading in small pieces keeps the server's socket full: most of the body goes
+        # through the connection task's waits for the socket, not the direct write.
+        status, _, body = await client.read_response()
+        assert status == b"HTTP/1.1 200 OK"
+        assert body == BIG
+    await client.aclose()
+
+
+class TimeoutLog(RecordingLog):
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_out = trio.Event()
+
+    def info(self, message: str) -> None:
+        super().info(message)
+        if "timed out" in message:
+            self.timed_out.set()
+
+    debug = error = info
+
+
+MIB = b"x" * (1 << 20)
+ENDLESS = 256  # MiB: far more than the kernel buffers of both ends hold
+
+
+def endless_stream(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+    start_response("200 OK", [("Content-Length", str(ENDLESS * len(MIB)))])
+    for _ in range(ENDLESS):
+        yield MIB
+
+
+async def test_a_client_that_stops_reading_is_dropped_at_socket_timeout(
+    start_server: StartServer,
+) -> None:
+    log = TimeoutLog()
+    handle = await start_server(endless_stream, socket_timeout=0.5, log=log)
+    stuck = await RawClient.connect(handle.port)
+    await stuck.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(10):
+        await log.timed_out.wait()
+    assert len(await stuck.read_to_eof()) < ENDLESS * len(MIB)  # cut short, then closed
+    fresh = await RawClient.connect(handle.port)
+    await fresh.send(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await fresh.read_until(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    await fresh.aclose()
+    await stuck.aclose()

@@ -237,7 +237,7 @@ class HTTPConnection:
         # process could have served): at shutdown it gets a moment to arrive, where
         # an idle keep-alive connection is closed at once.
         self.phase = Phase.READING if buffered or not self._served else Phase.IDLE
-        received = [buffered]  # what the head is parsed from, to check its line ends
+        received = [buffered] if buffered else []  # the head's bytes, to check line ends
         # header_timeout bounds the whole head from its first byte, however slowly
         # it trickles in (slowloris); socket_timeout bounds each wait within it.
         deadline = math.inf if idle else trio.current_time() + self._header_timeout
@@ -302,8 +302,10 @@ class HTTPConnection:
         self._at_eof = not data
         return data if isinstance(data, bytes) else bytes(data)
 
-    async def _receive_body(self) -> bytes:
-        """The next piece of the request body, ``b""`` at its end (for ``wsgi.input``)."""
+    async def _receive_body(self) -> bytes | bytearray:
+        """The next piece of the request body, ``b""`` at its end (for ``wsgi.input``).
+
+        h11's own piece, not a copy: it is joined or appended once by the reader."""
         if self._body_received > self._max_body:
             raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
         while True:
@@ -312,7 +314,7 @@ class HTTPConnection:
                 self._body_received += len(event.data)
                 if self._body_received > self._max_body:  # a chunked body: no length upfront
                     raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
-                return bytes(event.data)
+                return event.data
             if isinstance(event, h11.EndOfMessage):
                 return b""
             if event is not h11.NEED_DATA:
@@ -331,11 +333,11 @@ class HTTPConnection:
 
     def _prefetch_body(self) -> tuple[bytes, bool]:
         """Body bytes already received with the head, and whether that is all of it."""
-        pieces: list[bytes] = []
+        pieces: list[bytes | bytearray] = []
         while True:
             event = self._conn.next_event() if self._conn.their_state is h11.SEND_BODY else None
             if isinstance(event, h11.Data):
-                pieces.append(bytes(event.data))
+                pieces.append(event.data)
                 continue
             return b"".join(pieces), isinstance(event, h11.EndOfMessage) or event is None
 
@@ -351,7 +353,7 @@ class HTTPConnection:
         )
 
     async def _read_rest(self, prefetched: bytes) -> tuple[bytes, bool]:
-        pieces = [prefetched]
+        pieces: list[bytes | bytearray] = [prefetched]
         try:
             while data := await self._receive_body():
                 pieces.append(data)
@@ -415,7 +417,7 @@ class HTTPConnection:
             await self._run_posthooks(environ)
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
-    def _pull_body(self) -> bytes:
+    def _pull_body(self) -> bytes | bytearray:
         if self._body_error is not None:
             raise self._body_error
         return trio.from_thread.run(self._receive_body, trio_token=self._workers.token)

@@ -28,7 +28,7 @@ class Input:
 
     def __init__(
         self,
-        pull: Callable[[], bytes],
+        pull: Callable[[], bytes | bytearray],
         prefetched: bytes = b"",
         *,
         complete: bool = False,

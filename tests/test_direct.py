@@ -1,7 +1,7 @@
 """Responses written from the app's thread: what the socket takes now goes at once, the
 rest goes back to the connection task, and nothing is written once the connection closes.
 
-:class:`DirectWriter` is driven here over a real socket pair, and end to end through a
+:class:`DirectSocket` is driven here over a real socket pair, and end to end through a
 client that reads slowly, or not at all.
 """
 
@@ -17,7 +17,7 @@ import trio
 from conftest import RawClient, RecordingLog, StartServer
 
 from triowsgi import ClientDisconnected
-from triowsgi._writer import DirectWriter, direct_writer
+from triowsgi._direct import DirectSocket, direct_socket
 
 BIG = bytes(range(256)) * 4096 * 8  # 8 MiB: more than any socket buffer takes at once
 
@@ -35,7 +35,7 @@ def test_what_the_socket_takes_is_written_at_once(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     server, client = pair
-    assert DirectWriter(server.fileno()).write([b"head\r\n", b"", b"body"]) == []
+    assert DirectSocket(server.fileno()).write([b"head\r\n", b"", b"body"]) == []
     assert client.recv(100) == b"head\r\nbody"
 
 
@@ -43,7 +43,7 @@ def test_the_rest_is_returned_exactly_when_the_socket_is_full(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     server, client = pair
-    rest = DirectWriter(server.fileno()).write([b"head", BIG, b"tail"])
+    rest = DirectSocket(server.fileno()).write([b"head", BIG, b"tail"])
     unsent = b"".join(rest)
     assert 0 < len(unsent) < len(BIG) + 8
     client.setblocking(True)
@@ -55,14 +55,14 @@ def test_the_rest_is_returned_exactly_when_the_socket_is_full(
 
 def test_a_full_socket_returns_everything(pair: tuple[socket.socket, socket.socket]) -> None:
     server, _ = pair
-    writer = DirectWriter(server.fileno())
+    writer = DirectSocket(server.fileno())
     writer.write([BIG])
     assert writer.write([b"more", b"bytes"]) == [b"more", b"bytes"]
 
 
 def test_nothing_is_written_after_close(pair: tuple[socket.socket, socket.socket]) -> None:
     server, client = pair
-    writer = DirectWriter(server.fileno())
+    writer = DirectSocket(server.fileno())
     writer.close()
     with pytest.raises(ClientDisconnected):
         writer.write([b"late"])
@@ -75,15 +75,15 @@ def test_a_vanished_peer_is_a_disconnect(pair: tuple[socket.socket, socket.socke
     server, client = pair
     client.close()
     with pytest.raises(ClientDisconnected):
-        DirectWriter(server.fileno()).write([b"anyone there?"])
+        DirectSocket(server.fileno()).write([b"anyone there?"])
 
 
 async def test_only_plain_socket_streams_get_a_writer() -> None:
     a, b = trio.socket.socketpair()
     plain = trio.SocketStream(a)
     tls = trio.SSLStream(trio.SocketStream(b), ssl.create_default_context())
-    assert isinstance(direct_writer(plain), DirectWriter)
-    assert direct_writer(tls) is None
+    assert isinstance(direct_socket(plain), DirectSocket)
+    assert direct_socket(tls) is None
     await plain.aclose()
     await tls.transport_stream.aclose()
 
@@ -152,3 +152,31 @@ async def test_a_client_that_stops_reading_is_dropped_at_socket_timeout(
     assert head.startswith(b"HTTP/1.1 200 OK\r\n")
     await fresh.aclose()
     await stuck.aclose()
+
+
+def test_read_nowait_returns_what_arrived_none_when_nothing_did_and_empty_at_eof(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    direct = DirectSocket(server.fileno())
+    assert direct.read_nowait(100) is None
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    assert direct.read_nowait(100) == b"GET / HTTP/1.1\r\n"
+    client.shutdown(socket.SHUT_WR)
+    assert direct.read_nowait(100) == b""
+    direct.close()
+    with pytest.raises(ClientDisconnected):
+        direct.read_nowait(100)
+
+
+async def test_an_idle_keepalive_connection_times_out_and_a_busy_one_does_not(
+    start_server: StartServer,
+) -> None:
+    # The idle wait has its own timeout path (keepalive seconds) on plain sockets.
+    handle = await start_server(big_stream, keepalive=0.2)
+    client = await RawClient.connect(handle.port)
+    await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await client.read_response()
+    assert (status, len(body)) == (b"HTTP/1.1 200 OK", len(BIG))
+    assert await client.read_to_eof() == b""  # closed by the server once idle too long
+    await client.aclose()

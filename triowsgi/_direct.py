@@ -1,4 +1,4 @@
-"""Writing response bytes from the app's worker thread, straight to the socket.
+"""Direct, non-blocking reads and writes of a plain socket's descriptor.
 
 Handing a response back to the Trio thread to send costs a thread wake-up and a trio
 ``send_all`` (checkpoints, a scheduler round) per batch: for a 1 MiB stream of 64 KiB
@@ -8,8 +8,13 @@ produced the bytes writes them itself, with one non-blocking ``writev``; only wh
 kernel does not take at once goes back to the connection task, which waits for the
 socket (with ``socket_timeout``) as before. TLS streams go through ``trio.SSLStream``.
 
+Reading, the connection task tries :meth:`DirectSocket.read_nowait` before it parks an
+idle connection in ``trio.lowlevel.wait_readable``: a shallower wait than
+``receive_some`` (less memory per idle connection) that costs nothing when the next
+request is already there.
+
 The connection task owns the socket: it is waiting on the worker while the worker
-writes, and :meth:`DirectWriter.close` makes sure no write is under way or can start
+writes, and :meth:`DirectSocket.close` makes sure no write is under way or can start
 once it decides to close (an abandoned worker must never write to a reused descriptor).
 """
 
@@ -23,14 +28,15 @@ import trio
 
 from ._errors import ClientDisconnected
 
-__all__ = ["DirectWriter", "Pieces", "direct_writer"]
+__all__ = ["DirectSocket", "Pieces", "direct_socket"]
 
 Pieces: TypeAlias = "list[bytes | memoryview]"
 
 
 @final
-class DirectWriter:
-    """Non-blocking writes to one socket's descriptor, from any thread, until closed."""
+class DirectSocket:
+    """Non-blocking reads (from the connection task) and writes (from any thread) of one
+    socket's descriptor, until closed."""
 
     __slots__ = ("_closed", "_fd", "_lock")
 
@@ -59,6 +65,21 @@ class DirectWriter:
                 raise ClientDisconnected(str(exc)) from exc
         return _rest(pieces, sent)
 
+    def read_nowait(self, max_bytes: int) -> bytes | None:
+        """What the client sent, if anything has arrived (``b""`` at EOF); None if not.
+
+        Raises:
+            ClientDisconnected: the client is gone, or the connection was closed.
+        """
+        if self._closed:
+            raise ClientDisconnected("the connection was closed")
+        try:
+            return os.read(self._fd, max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
+
     def close(self) -> None:
         """Stop writing: when this returns no write is under way and none will start."""
         with self._lock:
@@ -73,9 +94,9 @@ def _rest(pieces: Pieces, sent: int) -> Pieces:
     return []
 
 
-def direct_writer(stream: trio.abc.Stream) -> DirectWriter | None:
-    """A writer for a plain ``trio.SocketStream``; None where there is no ``writev``
+def direct_socket(stream: trio.abc.Stream) -> DirectSocket | None:
+    """Direct access to a plain ``trio.SocketStream``; None where there is no ``writev``
     (Windows) or the stream is not a bare socket (TLS)."""
     if type(stream) is not trio.SocketStream or not hasattr(os, "writev"):
         return None
-    return DirectWriter(stream.socket.fileno())
+    return DirectSocket(stream.socket.fileno())

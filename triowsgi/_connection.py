@@ -252,7 +252,7 @@ class HTTPConnection:
                 return None  # ConnectionClosed
             if idle:
                 try:
-                    data = await self._receive_idle(self._idle_timeout)
+                    data = await self._receive(self._idle_timeout)
                 except SocketTimeout:
                     return None  # an idle keep-alive connection timed out: just close
                 data = data.lstrip(b"\r\n")  # RFC 9112 §2.2: skip empty lines
@@ -288,39 +288,46 @@ class HTTPConnection:
                 raise URITooLong("request line too long") from exc
             raise error from exc
 
-    async def _receive_idle(self, timeout: float) -> bytes:
-        """:meth:`_receive` for a connection with nothing buffered, waiting for the
-        client's next request.
+    async def _receive(self, timeout: float | None = None) -> bytes:
+        """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
+        (default: socket_timeout) for them.
 
-        An idle connection's memory is mostly its suspended coroutine frames: on a plain
-        socket it tries a read, then waits for readability here, two frames deep, rather
-        than six inside ``receive_some`` (about 2 KiB less per idle connection)."""
-        if self._direct is not None:
-            assert isinstance(self._stream, trio.SocketStream)
-            data = self._direct.read_nowait(RECEIVE_SIZE)
-            if data is not None:
+        On a plain socket: a direct read, and only when nothing has arrived a wait for
+        the socket, two frames deep. An idle connection's memory is mostly its suspended
+        coroutine frames: inside ``receive_some`` it would be six (about 2 KiB more)."""
+        timeout = self._timeout if timeout is None else timeout
+        direct = self._direct
+        if direct is None:
+            data = await self._receive_stream(timeout)
+        else:
+            received = direct.read_nowait(RECEIVE_SIZE)
+            if received is not None:
                 # As receive_some() after an immediate read: the other connections get
                 # their turn before this one goes on.
                 await trio.lowlevel.cancel_shielded_checkpoint()
-                self._at_eof = not data
-                return data
-            try:
-                if timeout == math.inf:
-                    await trio.lowlevel.wait_readable(self._stream.socket)
-                else:
-                    with trio.move_on_after(timeout) as scope:
-                        await trio.lowlevel.wait_readable(self._stream.socket)
-                    if scope.cancelled_caught:
-                        raise SocketTimeout("timed out waiting for the client")
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
-        return await self._receive(timeout)
+            while received is None:
+                await self._wait_readable(timeout)
+                received = direct.read_nowait(RECEIVE_SIZE)
+            data = received
+        self._at_eof = not data
+        return data
 
-    async def _receive(self, timeout: float | None = None) -> bytes:
-        """The next bytes from the client (``b""`` at EOF)."""
-        timeout = self._timeout if timeout is None else timeout
+    async def _wait_readable(self, timeout: float) -> None:
+        assert isinstance(self._stream, trio.SocketStream)
         try:
-            if timeout == math.inf:  # no cancel scope: it costs more than the receive
+            if timeout == math.inf:  # no cancel scope: it costs more than the wait
+                await trio.lowlevel.wait_readable(self._stream.socket)
+                return
+            with trio.move_on_after(timeout) as scope:
+                await trio.lowlevel.wait_readable(self._stream.socket)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if scope.cancelled_caught:
+            raise SocketTimeout("timed out waiting for the client")
+
+    async def _receive_stream(self, timeout: float) -> bytes:
+        try:
+            if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
             else:
                 with trio.move_on_after(timeout):
@@ -330,7 +337,6 @@ class HTTPConnection:
                     raise SocketTimeout("timed out waiting for the client")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
-        self._at_eof = not data
         return data if isinstance(data, bytes) else bytes(data)
 
     async def _receive_body(self) -> bytes | bytearray:

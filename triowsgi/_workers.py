@@ -58,6 +58,10 @@ class WorkerPool:
         self._threads = 0
         self._idle = 0
         self._queued = 0  # jobs put but not yet taken by a worker
+        # Results waiting for the Trio thread: one run_sync_soon (one wake-up of the
+        # Trio thread) delivers every result that finished before it ran.
+        self._results: list[tuple[_Job[Any], outcome.Outcome[Any]]] = []
+        self._delivery_pending = False
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread; its result, or its exception re-raised."""
@@ -104,11 +108,22 @@ class WorkerPool:
             result = outcome.capture(job.fn, *job.args)
             thread.name = IDLE_NAME
             job.fn = job.args = None  # type: ignore[assignment]  # drop references early
-            # RunFinishedError: the server is gone and nobody is waiting.
-            with contextlib.suppress(trio.RunFinishedError):
-                self.token.run_sync_soon(self._deliver, job, result)
+            self._finish(job, result)
 
-    @staticmethod
-    def _deliver(job: _Job[Any], result: outcome.Outcome[Any]) -> None:
-        if not job.abandoned:
-            reschedule(job.task, result)
+    def _finish(self, job: _Job[Any], result: outcome.Outcome[Any]) -> None:
+        with self._lock:
+            self._results.append((job, result))
+            if self._delivery_pending:
+                return
+            self._delivery_pending = True
+        # RunFinishedError: the server is gone and nobody is waiting.
+        with contextlib.suppress(trio.RunFinishedError):
+            self.token.run_sync_soon(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            results, self._results = self._results, []
+            self._delivery_pending = False
+        for job, result in results:
+            if not job.abandoned:
+                reschedule(job.task, result)

@@ -6,6 +6,7 @@ is an application error (a 500, if nothing was sent yet) at the point the app ca
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Final
@@ -20,6 +21,7 @@ __all__ = ["build_response", "capitalize", "has_body"]
 _STATUS_RE: Final = re.compile(rb"([1-9][0-9]{2})(?: ([\t\x20-\x7e\x80-\xff]*))?")
 
 
+@functools.lru_cache(maxsize=512)  # an app sends the same few names again and again
 def capitalize(name: str) -> str:
     """eventlet's header-name style: ``sOMe-WEirD`` -> ``Some-Weird``; ASCII letters only."""
     return "-".join(

@@ -231,7 +231,7 @@ class HTTPConnection:
 
     async def _read_request(self) -> h11.Request | None:
         """The next request head, or None when the client closed or stayed idle too long."""
-        buffered = self._conn.trailing_data[0]
+        buffered, closed = self._conn.trailing_data
         idle = not buffered
         # A new connection has its first request on its way (one that another server
         # process could have served): at shutdown it gets a moment to arrive, where
@@ -242,8 +242,10 @@ class HTTPConnection:
         # it trickles in (slowloris); socket_timeout bounds each wait within it.
         deadline = math.inf if idle else trio.current_time() + self._header_timeout
         prefix = b""  # the first bytes of the head, to tell 414 from 431
+        # Nothing buffered: h11 can only say NEED_DATA, so don't ask it (a call saved on
+        # every request).
+        event = h11.NEED_DATA if idle and not closed else self._next_event(prefix)
         while True:
-            event = self._next_event(prefix)
             if isinstance(event, h11.Request):
                 check_line_ends(received[0] if len(received) == 1 else b"".join(received))
                 self._content_length = check_request(event, self._config)
@@ -267,6 +269,7 @@ class HTTPConnection:
                 data = await self._receive_head_part(deadline)
             received.append(data)
             self._conn.receive_data(data)
+            event = self._next_event(prefix)
 
     async def _receive_head_part(self, deadline: float) -> bytes:
         remaining = deadline - trio.current_time()
@@ -340,14 +343,15 @@ class HTTPConnection:
             raise ClientDisconnected(str(exc)) from exc
         return data if isinstance(data, bytes) else bytes(data)
 
-    async def _receive_body(self) -> bytes | bytearray:
+    async def _receive_body(self, *, need_data: bool = False) -> bytes | bytearray:
         """The next piece of the request body, ``b""`` at its end (for ``wsgi.input``).
 
-        h11's own piece, not a copy: it is joined or appended once by the reader."""
+        h11's own piece, not a copy: it is joined or appended once by the reader.
+        ``need_data``: h11 just said NEED_DATA, so read before asking it again."""
         if self._body_received > self._max_body:
             raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
+        event = h11.NEED_DATA if need_data else self._next_event()
         while True:
-            event = self._next_event()
             if isinstance(event, h11.Data):
                 self._body_received += len(event.data)
                 if self._body_received > self._max_body:  # a chunked body: no length upfront
@@ -359,6 +363,7 @@ class HTTPConnection:
                 raise ClientDisconnected("the client closed before sending the whole body")
             await self._maybe_send_continue()
             self._conn.receive_data(await self._receive())
+            event = self._next_event()
 
     async def _maybe_send_continue(self) -> None:
         if self._conn.they_are_waiting_for_100_continue and not self._response_started:
@@ -390,10 +395,13 @@ class HTTPConnection:
         )
 
     async def _read_rest(self, pieces: list[bytes | bytearray]) -> bool:
-        """Add the rest of the body to ``pieces``; whether all of it came."""
+        """Add the rest of the body to ``pieces`` (h11 just said NEED_DATA); whether all
+        of it came."""
         try:
-            while data := await self._receive_body():
+            need_data = True
+            while data := await self._receive_body(need_data=need_data):
                 pieces.append(data)
+                need_data = False
         except (HTTPError, SocketTimeout, ClientDisconnected) as exc:
             # The app still runs, and its read past what arrived raises this, as if it
             # had been reading the socket itself.

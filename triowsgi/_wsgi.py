@@ -120,9 +120,10 @@ def build_environ(
 def _split_target(target: bytes) -> tuple[str, str | None]:
     """Path and query (``None`` without a ``?``) of an origin- or absolute-form target."""
     text = target.decode("latin-1")
-    authority = _ABSOLUTE_FORM_RE.match(text)  # absolute-form, RFC 9112 §3.2.2
-    if authority is not None:
-        text = text[authority.end() :]
+    if not text.startswith("/"):  # origin-form, nearly always: no regex needed
+        authority = _ABSOLUTE_FORM_RE.match(text)  # absolute-form, RFC 9112 §3.2.2
+        if authority is not None:
+            text = text[authority.end() :]
     path, question, query = text.partition("?")
     # An absolute-form target may have an empty path ("http://host?q"): it means "/".
     return path or "/", (query if question else None)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import socket
 import ssl
+import threading
 from typing import Any, Final, final
 
 import trio
@@ -133,12 +135,42 @@ def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
     if ssl_context is not None:
         listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
     try:
-        trio.run(functools.partial(serve_listeners, site, [listener], **options))
+        trio.run(_serve_until_interrupted, site, listener, options)
     except BaseException as exc:
         if not _is_interrupt(exc):
             raise
     finally:
         sock.close()
+
+
+async def _serve_until_interrupted(
+    site: WSGIApp, listener: trio.abc.Listener[Any], options: dict[str, Any]
+) -> None:
+    """Serve until Ctrl-C, which shuts the server down gracefully.
+
+    SIGINT is caught rather than left to become a KeyboardInterrupt: that would land in
+    whichever task runs when it comes (a connection's, mid-request) instead of
+    cancelling the server; and a process started in the background has SIGINT ignored,
+    so it could not be stopped with it at all. A second Ctrl-C raises KeyboardInterrupt.
+    """
+    serve = functools.partial(serve_listeners, site, [listener], **options)
+    if threading.current_thread() is not threading.main_thread():
+        await serve()  # signals reach the main thread only
+        return
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            serve_scope = trio.CancelScope()
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if serve_scope.cancel_called:
+                        raise KeyboardInterrupt
+                    serve_scope.cancel()
+
+            nursery.start_soon(watch)
+            with serve_scope:
+                await serve()
+            nursery.cancel_scope.cancel()
 
 
 def _is_interrupt(exc: BaseException) -> bool:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import socket
 import ssl
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 import trio
 from conftest import RawClient, RecordingLog, StartServer
 
+import triowsgi
 from triowsgi import ClientDisconnected
 from triowsgi._direct import DirectSocket, direct_socket
 
@@ -180,3 +183,77 @@ async def test_an_idle_keepalive_connection_times_out_and_a_busy_one_does_not(
     assert (status, len(body)) == (b"HTTP/1.1 200 OK", len(BIG))
     assert await client.read_to_eof() == b""  # closed by the server once idle too long
     await client.aclose()
+
+
+class Events:
+    """An endless stream, 8 KiB every 10 ms (a feed, server-sent events), whose close()
+    stops its producer and waits for it: the iteration then ends."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.noticed = threading.Event()
+
+    def __iter__(self) -> Events:
+        return self
+
+    def __next__(self) -> bytes:
+        time.sleep(0.01)
+        if self.stopped.is_set():
+            self.noticed.set()
+            raise StopIteration
+        return b"e" * 8192
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.noticed.wait(1)  # as joining a producer thread would
+
+
+def trickle(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return Events() if environ["PATH_INFO"] == "/stream" else [b"hello"]
+
+
+async def test_a_stream_cut_short_by_shutdown_never_looks_complete(
+    nursery: trio.Nursery,
+) -> None:
+    # When the grace period ends mid-stream, the worker still producing it must write
+    # nothing more: it would end the chunked body with a valid terminator.
+    scope = trio.CancelScope()
+
+    async def run(task_status: trio.TaskStatus[triowsgi.ServerHandle]) -> None:
+        with scope:
+            await triowsgi.serve(
+                trickle, 0, "127.0.0.1", graceful_timeout=0.2, log=RecordingLog(),
+                task_status=task_status,
+            )  # fmt: skip
+
+    handle = await nursery.start(run)
+    client = await RawClient.connect(handle.port)
+    await client.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await client.read_until(b"\r\n\r\n")
+    await client.read_until(b"eeee")  # the stream is flowing
+    scope.cancel()
+    tail = await client.read_to_eof()
+    assert not (bytes(client.buffer) + tail).endswith(b"\r\n0\r\n\r\n")
+    await client.aclose()
+
+
+async def test_an_endless_stream_does_not_keep_other_requests_from_the_only_thread(
+    start_server: StartServer, nursery: trio.Nursery
+) -> None:
+    handle = await start_server(trickle, threads=1, log=RecordingLog())
+    streaming = await RawClient.connect(handle.port)
+    await streaming.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await streaming.read_until(b"\r\n\r\n")
+
+    async def keep_reading() -> None:
+        while await streaming.stream.receive_some(1 << 16):
+            pass
+
+    nursery.start_soon(keep_reading)
+    other = await RawClient.connect(handle.port)
+    await other.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(5):
+        status, _, body = await other.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"hello")
+    await other.aclose()

@@ -303,6 +303,9 @@ class HTTPConnection:
         if direct is None:
             data = await self._receive_stream(timeout)
         else:
+            # As receive_some(): a cancelled task reads nothing more, even from a client
+            # that keeps the socket readable (the grace period, _drain's time limit).
+            await trio.lowlevel.checkpoint_if_cancelled()
             received = direct.read_nowait(RECEIVE_SIZE)
             if received is not None:
                 # As receive_some() after an immediate read: the other connections get
@@ -500,10 +503,19 @@ class HTTPConnection:
                 await self._send_pieces(unsent)
                 if done:
                     return responder.status_code
+                if not self._sends_body:  # HEAD: the head is all the client gets
+                    await self._in_thread(responder.close)
+                    await self._send_all(self._conn.send(h11.EndOfMessage()))
+                    return responder.status_code
                 done, unsent = await self._in_thread(
                     self._produce, responder, responder.next_batch
                 )
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
+            if self._direct is not None:
+                # A worker abandoned mid-stream must write nothing more: once the
+                # iterable is closed under it, it would frame the end of a complete
+                # response, and the client would take a cut-off body for a whole one.
+                self._direct.close()
             await self._close_result(responder)
             raise
         except Exception as exc:
@@ -545,20 +557,18 @@ class HTTPConnection:
     def _produce(self, responder: Responder, step: Callable[[], Batch]) -> tuple[bool, Pieces]:
         """In the app's thread: the response's next batches, written for as long as the
         socket takes them at once. Whether the response is complete, and what is left
-        for the connection task to send (all of one batch on a TLS stream)."""
+        for the connection task to send (all of one batch on a TLS stream).
+
+        It stops after a batch when requests are waiting for a thread, as if each batch
+        were its own trip: an endless stream must not keep them waiting for ever."""
         while True:
             batch = step()
             pieces = self._frame(batch)
-            done = batch.done
-            if not done and not self._sends_body:  # HEAD: the head is all the client gets
-                responder.close()
-                pieces.append(self._conn.send(h11.EndOfMessage()))
-                done = True
             if self._direct is None:
-                return done, pieces
+                return batch.done, pieces
             pieces = self._direct.write(pieces)
-            if done or pieces:
-                return done, pieces
+            if batch.done or pieces or not self._sends_body or self._workers.saturated:
+                return batch.done, pieces
             step = responder.next_batch
 
     def _frame(self, batch: Batch) -> Pieces:

@@ -75,6 +75,11 @@ class WorkerPool:
         result: T = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
+    @property
+    def saturated(self) -> bool:
+        """Whether a call is waiting with every thread busy (a hint: read unlocked)."""
+        return self._threads >= self.max_threads and self._queued > self._idle
+
     def _submit(self, job: _Job[Any]) -> None:
         with self._lock:
             self._jobs.put(job)

@@ -476,3 +476,39 @@ async def test_a_burst_of_clients_is_accepted_and_served(start_server) -> None:
     assert server.requests_served == 200
     for client in clients:
         await client.aclose()
+
+
+STUCK_REQUEST_SCRIPT = """
+import socket, sys, time, triowsgi
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+def app(environ, start_response):
+    print("in the app", file=sys.stderr, flush=True)
+    time.sleep(60)  # longer than the test waits: only the second Ctrl-C ends it
+    start_response("200 OK", [])
+    return [b"too late"]
+triowsgi.server(sock, app, graceful_timeout=60)
+print("returned", flush=True)
+"""
+
+
+async def test_a_second_ctrl_c_ends_the_grace_period_of_the_blocking_server() -> None:
+    process, stdout, stderr = await start_script(STUCK_REQUEST_SCRIPT)
+    try:
+        started = await stderr.wait_for(r"wsgi starting up on http://127\.0\.0\.1:(\d+)$")
+        client = await RawClient.connect(int(started[1]))
+        await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stderr.wait_for("in the app")
+        process.send_signal(signal.SIGINT)  # graceful: the request may take 60 s
+        await stderr.wait_for("wsgi exiting")
+        process.send_signal(signal.SIGINT)  # now
+        with trio.fail_after(10):
+            assert await process.wait() == 0
+        assert "returned" in await stdout.read_to_eof()
+        assert await client.read_to_eof() == b""  # cut off: no response at all
+        await client.aclose()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()

@@ -146,14 +146,19 @@ def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
 async def _serve_until_interrupted(
     site: WSGIApp, listener: trio.abc.Listener[Any], options: dict[str, Any]
 ) -> None:
-    """Serve until Ctrl-C, which shuts the server down gracefully.
+    """Serve until Ctrl-C, which shuts the server down gracefully; a second one cuts the
+    grace period short.
 
     SIGINT is caught rather than left to become a KeyboardInterrupt: that would land in
     whichever task runs when it comes (a connection's, mid-request) instead of
     cancelling the server; and a process started in the background has SIGINT ignored,
-    so it could not be stopped with it at all. A second Ctrl-C raises KeyboardInterrupt.
+    so it could not be stopped with it at all.
     """
-    serve = functools.partial(serve_listeners, site, [listener], **options)
+    shutdown = Shutdown()
+    serve = functools.partial(
+        _serve, site, [listener], Config.from_options(**options), trio.TASK_STATUS_IGNORED,
+        shutdown,
+    )  # fmt: skip
     if threading.current_thread() is not threading.main_thread():
         await serve()  # signals reach the main thread only
         return
@@ -164,7 +169,7 @@ async def _serve_until_interrupted(
             async def watch() -> None:
                 async for _ in signals:
                     if serve_scope.cancel_called:
-                        raise KeyboardInterrupt
+                        shutdown.end_now()
                     serve_scope.cancel()
 
             nursery.start_soon(watch)
@@ -186,11 +191,12 @@ async def _serve(
     listeners: list[trio.abc.Listener[Any]],
     config: Config,
     task_status: trio.TaskStatus[ServerHandle],
+    shutdown: Shutdown | None = None,
 ) -> None:
     log = ServerLog(config)
     stats = ConnectionStats()
     handle = ServerHandle(listeners, stats)
-    shutdown = Shutdown()
+    shutdown = shutdown or Shutdown()
     acceptor = _Acceptor(app, config, log, stats, shutdown)
     async with trio.open_nursery() as nursery:
         connections: trio.Nursery = await nursery.start(_run_connections, shutdown)
@@ -214,6 +220,7 @@ async def _run_connections(
     """The nursery connections run in, shielded from the server's cancellation: when it
     comes, :meth:`Shutdown.begin` closes idle connections, and this bounds the rest."""
     with trio.CancelScope(shield=True) as scope:
+        shutdown.scope = scope
         async with trio.open_nursery() as connections:
             task_status.started(connections)
             await shutdown.begun.wait()

@@ -49,6 +49,7 @@ class Shutdown:
         self.deadline = math.inf  # when requests still in flight are cancelled
         self.begun = trio.Event()
         self.drained = trio.Event()  # set once closing and no connection is left
+        self.scope: trio.CancelScope | None = None  # the one the connections run in
         self._connections: set[Abortable] = set()
 
     def add(self, connection: Abortable) -> None:
@@ -69,6 +70,12 @@ class Shutdown:
         self.begun.set()
         if not self._connections:
             self.drained.set()
+
+    def end_now(self) -> None:
+        """Cut the grace period short (a second Ctrl-C): cancel what is still running."""
+        self.deadline = -math.inf
+        if self.scope is not None:
+            self.scope.cancel()
 
     def abort(self, *phases: Phase) -> None:
         """Close every connection that is in one of ``phases``."""

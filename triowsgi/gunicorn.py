@@ -198,7 +198,10 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                 serving.cancel()
 
         def counting_app(environ: dict[str, Any], start_response: Any) -> Any:
-            token.run_sync_soon(count_request)  # the app runs in a worker thread
+            # The app runs in a worker thread, which writes the response itself: the
+            # count must have stopped the server before that, or the client's next
+            # request could still be accepted here (max_requests + 1).
+            trio.from_thread.run_sync(count_request, trio_token=token)
             return app(environ, start_response)
 
         return counting_app

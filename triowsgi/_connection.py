@@ -280,14 +280,14 @@ class HTTPConnection:
                 raise RequestTimeout(f"no request head in {self._header_timeout} s") from None
             raise
 
-    def _next_event(self, head_prefix: bytes | None = None) -> Any:
+    def _next_event(self, head_prefix: bytes = b"") -> Any:
         """h11's next event; its errors as ours. ``head_prefix``: the start of the
         request head being read, if it is one (an over-long first line there is a 414)."""
         try:
             return self._conn.next_event()
         except h11.RemoteProtocolError as exc:
             error = from_h11(exc)
-            if isinstance(error, HeadersTooLarge) and b"\n" not in (head_prefix or b"\n"):
+            if isinstance(error, HeadersTooLarge) and head_prefix and b"\n" not in head_prefix:
                 raise URITooLong("request line too long") from exc
             raise error from exc
 

@@ -73,7 +73,6 @@ class Shutdown:
 
     def end_now(self) -> None:
         """Cut the grace period short (a second Ctrl-C): cancel what is still running."""
-        self.deadline = -math.inf
         if self.scope is not None:
             self.scope.cancel()
 

@@ -15,6 +15,7 @@ from conftest import hello_app
 
 import triowsgi
 from triowsgi import Config
+from triowsgi._config import KEEPALIVE_TIMEOUT
 
 DOCUMENTED_DEFAULTS = {
     "max_size": 1024,
@@ -36,6 +37,9 @@ DOCUMENTED_DEFAULTS = {
     # triowsgi's own, beyond eventlet's.
     "graceful_timeout": 30.0,
     "header_timeout": 20.0,
+    "body_timeout": 20.0,
+    "body_min_rate": 500.0,
+    "send_timeout": 60.0,
     "max_body_size": 1024**3,
     "forwarded_allow_ips": (),
 }
@@ -89,12 +93,23 @@ def test_accepted_values_are_kept() -> None:
 
 def test_keepalive_number_is_the_idle_timeout() -> None:
     assert Config.from_options(keepalive=3).keepalive_timeout == 3.0
-    assert Config.from_options(keepalive=True).keepalive_timeout == math.inf
+    assert Config.from_options(keepalive=math.inf).keepalive_timeout == math.inf
+
+
+def test_keepalive_true_is_75_seconds_idle_or_socket_timeout_if_shorter() -> None:
+    assert Config.from_options(keepalive=True).keepalive_timeout == KEEPALIVE_TIMEOUT == 75.0
+    assert Config.from_options(socket_timeout=5).keepalive_timeout == 5.0
+    assert Config.from_options(socket_timeout=500).keepalive_timeout == 75.0
 
 
 @pytest.mark.parametrize("off", [0, 0.0, False])
 def test_keepalive_zero_means_off(off: object) -> None:
     assert Config.from_options(keepalive=off).keepalive is False
+
+
+@pytest.mark.parametrize("name", ["body_timeout", "body_min_rate", "send_timeout"])
+def test_none_turns_a_client_limit_off(name: str) -> None:
+    assert getattr(Config.from_options(**{name: None}), name) is None
 
 
 def test_a_logger_is_accepted_as_log() -> None:
@@ -148,6 +163,12 @@ def test_server_event_names_the_replacement() -> None:
         ({"graceful_timeout": 0}, ValueError),
         ({"header_timeout": -1}, ValueError),
         ({"max_body_size": -1}, ValueError),
+        ({"body_timeout": 0}, ValueError),
+        ({"body_timeout": "20"}, TypeError),
+        ({"body_min_rate": -500}, ValueError),
+        ({"body_min_rate": "500"}, TypeError),
+        ({"send_timeout": 0}, ValueError),
+        ({"send_timeout": True}, TypeError),
         ({"forwarded_allow_ips": "not-an-ip"}, ValueError),
         ({"forwarded_allow_ips": 10}, TypeError),
     ],

@@ -17,7 +17,7 @@ import pytest
 import trio
 from conftest import RawClient, hello_app
 
-from triowsgi._connection import DRAIN_LIMIT
+from triowsgi._reader import DRAIN_LIMIT
 
 HELLO_RESPONSE_BODY = b"Hello, world!\n"
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import RawClient, hello_app
+from conftest import RawClient, RecordingLog, hello_app
 
 import triowsgi
 
@@ -229,24 +229,56 @@ async def test_blocking_server_serves_until_interrupted() -> None:
 # -- connection limits ---------------------------------------------------------------
 
 
-async def test_max_size_holds_further_clients_in_the_backlog(nursery: trio.Nursery) -> None:
+async def test_max_size_holds_further_clients_in_the_backlog_while_all_are_busy(
+    nursery: trio.Nursery,
+) -> None:
+    gate = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        if environ["PATH_INFO"] == "/wait":
+            gate.wait(10)
+        return hello_app(environ, start_response)
+
     handle = await nursery.start(
-        functools.partial(triowsgi.serve, hello_app, 0, "127.0.0.1", max_size=2)
+        functools.partial(triowsgi.serve, app, 0, "127.0.0.1", max_size=2)
     )
-    first, second = [await RawClient.connect(handle.port) for _ in range(2)]
-    for client in (first, second):
-        assert (await get(client))[0] == b"HTTP/1.1 200 OK"  # idle keep-alive: still held
+    busy = [await RawClient.connect(handle.port) for _ in range(2)]
+    for client in busy:
+        await client.send(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_until(lambda: handle.requests_served == 2)
 
     third = await RawClient.connect(handle.port)  # the kernel accepts it; we don't
     await third.send(GET)
     await assert_no_response_yet(third)
     assert handle.open_connections == 2
 
-    await first.aclose()
+    gate.set()
+    for client in busy:
+        assert (await client.read_response())[0] == b"HTTP/1.1 200 OK"
+    # Both are idle now: the longest-idle one makes room for the waiting client.
     status, _, body = await third.read_response()
     assert (status, body) == (b"HTTP/1.1 200 OK", b"Hello, world!\n")
-    assert (await get(second))[0] == b"HTTP/1.1 200 OK"
+    assert handle.evictions == 1
     assert handle.open_connections == 2
+
+
+async def test_a_waiting_client_evicts_the_longest_idle_connection(nursery: trio.Nursery) -> None:
+    log = RecordingLog()
+    handle = await nursery.start(
+        functools.partial(
+            triowsgi.serve, hello_app, 0, "127.0.0.1", max_size=2, log=log, debug=True
+        )
+    )
+    first, second = [await RawClient.connect(handle.port) for _ in range(2)]
+    for client in (first, second):
+        assert (await get(client))[0] == b"HTTP/1.1 200 OK"  # then idle keep-alive
+
+    third = await RawClient.connect(handle.port)
+    assert (await get(third))[0] == b"HTTP/1.1 200 OK"
+    assert await first.read_to_eof() == b""  # idle longest: closed to admit the third
+    assert (await get(second))[0] == b"HTTP/1.1 200 OK"
+    assert handle.evictions == 1
+    assert log.mentioning("to admit a new client")
 
 
 async def test_custom_pool_is_shared_between_servers(nursery: trio.Nursery) -> None:

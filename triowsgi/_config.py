@@ -7,7 +7,6 @@ happens once, at start-up, and an error names the option and what it accepts.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -15,7 +14,12 @@ import trio
 
 from ._proxy import TrustedProxies
 
-__all__ = ["DEFAULT_LOG_FORMAT", "Config"]
+__all__ = ["DEFAULT_LOG_FORMAT", "KEEPALIVE_TIMEOUT", "Config"]
+
+# Idle seconds allowed between requests with ``keepalive=True``: nginx's default, above
+# the 60 s idle timeout of common load balancers and of nginx's upstream pool, so that the
+# proxy in front closes first and never sends a request on a connection we are closing.
+KEEPALIVE_TIMEOUT: Final = 75.0
 
 # eventlet's default, kept so that log parsers written for eventlet keep working.
 DEFAULT_LOG_FORMAT: Final = (
@@ -70,6 +74,12 @@ class Config:
     max_header_bytes: int = 64 * 1024
     graceful_timeout: float = 30.0
     header_timeout: float | None = 20.0
+    # Apache mod_reqtimeout's body=20,MinRate=500: a request body may keep the server
+    # waiting 20 s, plus 1 s per 500 bytes received.
+    body_timeout: float | None = 20.0
+    body_min_rate: float | None = 500.0
+    # nginx's send_timeout: a response write that makes no progress for this long ends.
+    send_timeout: float | None = 60.0
     max_body_size: int | None = 1024**3
     forwarded_allow_ips: str | tuple[str, ...] = ()
 
@@ -102,9 +112,15 @@ class Config:
 
     @property
     def keepalive_timeout(self) -> float:
-        """Seconds a connection may sit idle between requests (``inf``: no limit)."""
+        """Seconds a connection may sit idle between requests (``inf``: no limit).
+
+        ``keepalive=True`` means :data:`KEEPALIVE_TIMEOUT`, or ``socket_timeout`` if that
+        is shorter (it bounds every wait on a client); a number is the limit itself.
+        """
         if isinstance(self.keepalive, bool):
-            return math.inf
+            if self.socket_timeout is None:
+                return KEEPALIVE_TIMEOUT
+            return min(KEEPALIVE_TIMEOUT, self.socket_timeout)
         return float(self.keepalive)
 
     def _validate(self) -> None:
@@ -131,6 +147,11 @@ class Config:
         _check_seconds("socket_timeout", self.socket_timeout, allow_none=True)
         _check_seconds("graceful_timeout", self.graceful_timeout, allow_none=False)
         _check_seconds("header_timeout", self.header_timeout, allow_none=True)
+        _check_seconds("body_timeout", self.body_timeout, allow_none=True)
+        _check_seconds(
+            "body_min_rate", self.body_min_rate, allow_none=True, unit="bytes per second"
+        )
+        _check_seconds("send_timeout", self.send_timeout, allow_none=True)
         if self.max_body_size is not None:
             _check_int(self, "max_body_size", 0)
         if not isinstance(self.keepalive, bool):
@@ -174,7 +195,16 @@ class Config:
 
 # Options where an explicit None is meaningful rather than "use the default".
 _NONE_MEANS_NONE: Final = frozenset(
-    {"socket_timeout", "log", "custom_pool", "header_timeout", "max_body_size"}
+    {
+        "socket_timeout",
+        "log",
+        "custom_pool",
+        "header_timeout",
+        "body_timeout",
+        "body_min_rate",
+        "send_timeout",
+        "max_body_size",
+    }
 )
 
 
@@ -193,11 +223,11 @@ def _check_int(config: Config, name: str, minimum: int) -> None:
         raise ValueError(f"{name} must be at least {minimum}, not {value}")
 
 
-def _check_seconds(name: str, value: object, *, allow_none: bool) -> None:
+def _check_seconds(name: str, value: object, *, allow_none: bool, unit: str = "seconds") -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        accepted = "a number of seconds or None" if allow_none else "a number of seconds"
+        accepted = f"a number of {unit} or None" if allow_none else f"a number of {unit}"
         raise TypeError(f"{name} must be {accepted}, not {value!r}")
     if not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, not {value!r}")
+        raise ValueError(f"{name} must be a positive number of {unit}, not {value!r}")

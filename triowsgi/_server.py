@@ -19,6 +19,7 @@ from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
 from ._proxy import TrustedProxies
 from ._shutdown import FIRST_REQUEST_GRACE, Phase, Shutdown
+from ._slots import Slots
 from ._workers import WorkerPool
 from ._wsgi import WSGIApp
 
@@ -43,9 +44,12 @@ class ServerHandle:
     """What ``await nursery.start(triowsgi.serve, app, 0)`` returns: where the server
     listens, and live counters."""
 
-    def __init__(self, listeners: list[trio.abc.Listener[Any]], stats: ConnectionStats):
+    def __init__(
+        self, listeners: list[trio.abc.Listener[Any]], stats: ConnectionStats, slots: Slots
+    ):
         self.listeners = listeners
         self._stats = stats
+        self._slots = slots
 
     @property
     def sockets(self) -> list[trio.socket.SocketType]:
@@ -74,6 +78,12 @@ class ServerHandle:
     def requests_served(self) -> int:
         """Requests that reached the application since the server started."""
         return self._stats.requests_served
+
+    @property
+    def evictions(self) -> int:
+        """Idle or silent connections closed to admit a new client when every slot
+        (``max_size``, or the ``custom_pool``'s) was taken."""
+        return self._slots.evictions
 
 
 async def serve(
@@ -195,9 +205,10 @@ async def _serve(
 ) -> None:
     log = ServerLog(config)
     stats = ConnectionStats()
-    handle = ServerHandle(listeners, stats)
+    slots = Slots(config.custom_pool or trio.CapacityLimiter(config.max_size), log)
+    handle = ServerHandle(listeners, stats, slots)
     shutdown = shutdown or Shutdown()
-    acceptor = _Acceptor(app, config, log, stats, shutdown)
+    acceptor = _Acceptor(app, config, log, stats, shutdown, slots)
     async with trio.open_nursery() as nursery:
         connections: trio.Nursery = await nursery.start(_run_connections, shutdown)
         for listener in listeners:
@@ -233,8 +244,9 @@ async def _run_connections(
 @final
 class _Acceptor:
     """Accepts connections and runs each in its own task, holding a ``max_size`` slot
-    from accept to close. With no slot free it does not accept: clients wait in the
-    kernel's backlog, as with eventlet."""
+    from accept to close. With no slot free, a client waiting to be accepted makes the
+    longest-idle connection give its slot up (:mod:`._slots`); when every connection is
+    busy with a request, clients wait in the kernel's backlog."""
 
     def __init__(
         self,
@@ -243,25 +255,27 @@ class _Acceptor:
         log: ServerLog,
         stats: ConnectionStats,
         shutdown: Shutdown,
+        slots: Slots,
     ):
         self._app = app
         self._shutdown = shutdown
         self._config = config
         self._log = log
         self._stats = stats
-        self._slots = config.custom_pool or trio.CapacityLimiter(config.max_size)
+        self._slots = slots
         self._workers = WorkerPool(config.threads)
         self._proxies = TrustedProxies(config.forwarded_allow_ips)  # parsed once
 
     async def accept_loop(self, listener: trio.abc.Listener[Any], nursery: trio.Nursery) -> None:
+        listening = _listening_socket(listener)
         async with listener, _Backlog(listener) as backlog:
             while True:
                 slot = object()
-                await self._slots.acquire_on_behalf_of(slot)
+                await self._slots.acquire(slot, listening)
                 try:
                     stream = await self._accept(listener)
                 except BaseException:
-                    self._slots.release_on_behalf_of(slot)
+                    self._slots.release(slot)
                     raise
                 nursery.start_soon(self._serve_connection, stream, slot)
                 self._accept_waiting(backlog, nursery)
@@ -272,13 +286,11 @@ class _Acceptor:
         # clients took seconds to get in. So take what is waiting now, all at once.
         for _ in range(ACCEPT_BATCH):
             slot = object()
-            try:
-                self._slots.acquire_on_behalf_of_nowait(slot)
-            except trio.WouldBlock:
+            if not self._slots.acquire_nowait(slot):
                 return
             stream = backlog.accept_nowait()
             if stream is None:
-                self._slots.release_on_behalf_of(slot)
+                self._slots.release(slot)
                 return
             nursery.start_soon(self._serve_connection, stream, slot)
 
@@ -308,6 +320,7 @@ class _Acceptor:
                 stats=self._stats,
                 shutdown=self._shutdown,
                 proxies=self._proxies,
+                slots=self._slots,
             )
             self._shutdown.add(connection)
             try:
@@ -319,7 +332,7 @@ class _Acceptor:
             self._log.exception("internal error serving a connection", exc)
         finally:
             self._stats.open_connections -= 1
-            self._slots.release_on_behalf_of(slot)
+            self._slots.release(slot)
 
 
 @final

@@ -34,7 +34,10 @@ class Phase(enum.Enum):
 
 
 class Abortable(Protocol):
-    phase: Phase
+    @property
+    def phase(self) -> Phase:
+        """What the connection is doing now."""
+        ...
 
     def abort(self) -> None:
         """Close the connection now; its task sees the stream closed and ends."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import resource
 import socket
@@ -407,4 +408,227 @@ async def test_a_stalled_tls_handshake_is_dropped_at_header_timeout(
         assert await client.read_to_eof() == b""  # dropped: no HTTP answer is possible
     assert trio.current_time() - started >= 0.4
     await eventually(lambda: server.open_connections == 0)
+    await client.aclose()
+
+
+# -- safe by default: no client holds a connection or a slot without making progress -------
+
+
+async def test_a_flood_of_silent_connections_twice_max_size_does_not_lock_out_a_request(
+    start_server: StartServer,
+) -> None:
+    max_size = 8
+    log = RecordingLog()
+    server = await start_server(hello_app, max_size=max_size, log=log, debug=True)
+    flood = [await RawClient.connect(server.port) for _ in range(2 * max_size)]
+    client = await RawClient.connect(server.port)
+    await client.send(GET)
+    status, _, body = await client.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"Hello, world!\n")
+    # Each newcomer evicted the longest-silent connection: the first max_size + 1 of
+    # the flood are closed, the last ones hold the slots (until header_timeout).
+    assert server.evictions == max_size + 1
+    for silent in flood[: max_size + 1]:
+        assert await silent.read_to_eof() == b""
+    assert len(log.mentioning("to admit a new client")) == max_size + 1
+    for silent in flood:
+        await silent.aclose()
+    await client.aclose()
+    await eventually(lambda: server.open_connections == 0)
+
+
+async def test_a_connection_busy_with_a_request_is_never_evicted(
+    start_server: StartServer,
+) -> None:
+    app = Tracked()
+    server = await start_server(app, max_size=1, log=RecordingLog())
+    length = 300_000  # more than is read before the app runs: the app reads it
+    head = b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % length
+    uploading = await connect(server, head + b"start")
+    with trio.fail_after(5):
+        await app.entered.wait()  # in the app, reading a body that doesn't come yet
+    waiting = await connect(server, GET)
+    with trio.move_on_after(0.3):
+        data = await waiting.stream.receive_some(1)
+        pytest.fail(f"a client was admitted while every connection was busy: {data!r}")
+    assert server.evictions == 0
+    await uploading.send(b"x" * (length - 5))
+    assert (await uploading.read_response())[0] == b"HTTP/1.1 200 OK"
+    # Idle now: it makes room for the client waiting in the backlog.
+    assert (await waiting.read_response())[0] == b"HTTP/1.1 200 OK"
+    assert server.evictions == 1
+    await uploading.aclose()
+    await waiting.aclose()
+
+
+async def test_a_silent_connection_is_closed_header_timeout_after_the_accept(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(hello_app, header_timeout=0.5, log=RecordingLog())
+    client = await RawClient.connect(server.port)
+    started = trio.current_time()
+    with trio.fail_after(0.5 + SLACK):
+        assert await client.read_to_eof() == b""  # no request: nothing to answer
+    assert trio.current_time() - started >= 0.45
+    await client.aclose()
+    await eventually(lambda: server.open_connections == 0)
+
+
+async def test_the_first_head_is_timed_from_the_accept_not_its_first_byte(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(hello_app, header_timeout=1.0, log=RecordingLog())
+    client = await RawClient.connect(server.port)
+    started = trio.current_time()
+    await trio.sleep(0.6)  # silent for most of header_timeout: the point of the test
+    await client.send(b"GET / HTTP/1.1\r\n")  # and the rest never comes
+    with trio.fail_after(0.4 + SLACK):
+        status, _, _ = await client.read_response()
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert trio.current_time() - started >= 0.95
+    await client.aclose()
+
+
+async def test_a_tls_client_that_never_speaks_is_closed_header_timeout_after_the_accept(
+    start_server: StartServer, tls: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    server_context, _ = tls
+    server = await start_server(
+        hello_app, ssl_context=server_context, header_timeout=0.5, log=RecordingLog()
+    )
+    client = await RawClient.connect(server.port)
+    started = trio.current_time()
+    with trio.fail_after(0.5 + SLACK):
+        assert await client.read_to_eof() == b""
+    assert trio.current_time() - started >= 0.45
+    await client.aclose()
+    await eventually(lambda: server.open_connections == 0)
+
+
+@pytest.fixture
+def jumping_clock() -> trio.testing.MockClock:
+    """A clock that jumps to the next deadline once every task has waited 0.2 s (real):
+    long enough for a worker thread or the kernel to deliver what a task waits for."""
+    return trio.testing.MockClock(autojump_threshold=0.2)
+
+
+async def test_by_default_idle_keepalive_lasts_75_s_and_a_silent_client_20_s(
+    start_server: StartServer, jumping_clock: trio.testing.MockClock
+) -> None:
+    # The defaults themselves, on a clock that jumps whenever the server only waits.
+    server = await start_server(hello_app, log=RecordingLog())
+    idle = await RawClient.connect(server.port)
+    await idle.send(GET)
+    assert (await idle.read_response())[0] == b"HTTP/1.1 200 OK"
+    silent = await RawClient.connect(server.port)
+    started = trio.current_time()
+    assert await silent.stream.receive_some(1) == b""
+    assert 20 <= trio.current_time() - started < 21
+    assert await idle.stream.receive_some(1) == b""
+    assert 75 <= trio.current_time() - started < 76
+    await idle.aclose()
+    await silent.aclose()
+
+
+async def test_keepalive_inf_keeps_an_idle_connection_for_ever(
+    start_server: StartServer, jumping_clock: trio.testing.MockClock
+) -> None:
+    server = await start_server(hello_app, keepalive=math.inf, log=RecordingLog())
+    client = await RawClient.connect(server.port)
+    await client.send(GET)
+    assert (await client.read_response())[0] == b"HTTP/1.1 200 OK"
+    await trio.sleep(24 * 3600)
+    await client.send(GET)
+    assert (await client.read_response())[0] == b"HTTP/1.1 200 OK"
+    await client.aclose()
+
+
+async def test_a_trickled_body_gets_408_at_the_minimum_rate(start_server: StartServer) -> None:
+    app = Tracked()
+    # 0.5 s of waiting, plus 1 s per 20 bytes received.
+    server = await start_server(app, body_timeout=0.5, body_min_rate=20, log=RecordingLog())
+    client = await connect(
+        server, b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    )
+
+    async def trickle() -> None:
+        # A byte every 0.1 s: 10 bytes/s, half the minimum rate. Each read makes
+        # progress, so socket_timeout alone would never end it.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for _ in range(1000):
+                await client.send(b"x")
+                await trio.sleep(0.1)
+
+    started = trio.current_time()
+    async with trio.open_nursery() as trickling:
+        trickling.start_soon(trickle)
+        with trio.fail_after(10):
+            status, headers, _ = await client.read_response()
+            assert await client.read_to_eof() == b""
+        trickling.cancel_scope.cancel()
+    # Waiting allowed: 0.5 s + n/20 s after n bytes at 10 bytes/s: n/10 = 0.5 + n/20,
+    # so n = 10 bytes, at about 1 s.
+    assert trio.current_time() - started >= 0.9
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert headers[b"connection"] == b"close"
+    assert isinstance(app.app_error, triowsgi.RequestBodyTimeout)
+    await client.aclose()
+
+
+async def test_time_the_app_spends_not_reading_does_not_count_against_the_body(
+    start_server: StartServer,
+) -> None:
+    gate = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        gate.wait(10)  # the app is busy: the body's clock stands still
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", [])
+        return [body]
+
+    server = await start_server(app, body_timeout=0.5, body_min_rate=None, log=RecordingLog())
+    client = await connect(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    await trio.sleep(1.5)  # longer than body_timeout, with the app not reading
+    gate.set()
+    await client.send(b"cd")
+    status, _, body = await client.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"abcd")
+    await client.aclose()
+
+
+async def test_a_client_that_stops_reading_the_response_is_let_go_at_send_timeout(
+    start_server: StartServer,
+) -> None:
+    app = Tracked()
+    log = RecordingLog()
+    server = await start_server(app, send_timeout=0.5, log=log, debug=True)
+    baseline = await warmed_up(server)
+    client = await connect(server, b"GET /download HTTP/1.1\r\nHost: x\r\n\r\n")
+    client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with trio.fail_after(5):
+        await app.entered.wait()
+    # Reads nothing: the server's writes stop making progress once the buffers fill.
+    await eventually(lambda: bool(log.mentioning("took no response bytes")), 0.5 + 5)
+    received = len(await client.read_to_eof())
+    assert received < 1024 * 65536  # cut short, not the whole 64 MiB
+    await app.assert_cleaned_up()
+    await client.aclose()
+    await assert_nothing_left(server, baseline)
+
+
+async def test_a_body_withheld_until_the_response_starts_is_still_served(
+    start_server: StartServer,
+) -> None:
+    # eventlet calls the app at once and it pulls the body; triowsgi reads a small body
+    # first, but for a moment only: this client waits for the response to start.
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        yield b"first;"
+        yield environ["wsgi.input"].read()
+
+    server = await start_server(app, minimum_chunk_size=1, log=RecordingLog())
+    client = await connect(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+    await client.read_until(b"first;")
+    await client.send(b"abc")
+    assert await client.read_until(b"abc")
     await client.aclose()

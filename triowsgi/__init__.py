@@ -6,7 +6,7 @@ a drop-in for ``eventlet.wsgi.server``.
 
 from ._config import DEFAULT_LOG_FORMAT, Config
 from ._dates import format_date_time
-from ._errors import ClientDisconnected, SocketTimeout
+from ._errors import ClientDisconnected, RequestBodyTimeout, SocketTimeout
 from ._server import ServerHandle, serve, serve_listeners, server
 
 __version__ = "0.1.0"
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_LOG_FORMAT",
     "ClientDisconnected",
     "Config",
+    "RequestBodyTimeout",
     "ServerHandle",
     "SocketTimeout",
     "format_date_time",

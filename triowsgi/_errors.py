@@ -20,6 +20,7 @@ __all__ = [
     "HeadersTooLarge",
     "MethodNotImplemented",
     "NotImplementedEncoding",
+    "RequestBodyTimeout",
     "RequestTimeout",
     "RequestTooLarge",
     "SocketTimeout",
@@ -50,6 +51,14 @@ class RequestTimeout(HTTPError):
     """The request head did not arrive within ``header_timeout``."""
 
     status = 408
+
+
+class RequestBodyTimeout(RequestTimeout, TimeoutError):
+    """The request body came slower than ``body_timeout`` and ``body_min_rate`` allow.
+
+    Raised into the app by ``wsgi.input`` reads (a :class:`TimeoutError`); if the app
+    lets it through, the client gets 408. The connection closes after the response.
+    """
 
 
 class RequestTooLarge(HTTPError):

@@ -33,6 +33,7 @@ from ._errors import (
     ClientDisconnected,
     HeadersTooLarge,
     HTTPError,
+    RequestBodyTimeout,
     RequestTimeout,
     RequestTooLarge,
     SocketTimeout,
@@ -355,7 +356,7 @@ class RequestReader:
             if now >= until:
                 return None
             if now - started >= limit:
-                raise RequestTimeout(
+                raise RequestBodyTimeout(
                     f"request body slower than body_timeout={self._config.body_timeout} s "
                     f"+ 1 s per body_min_rate={self._config.body_min_rate} bytes"
                 ) from None

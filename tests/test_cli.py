@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import re
@@ -34,6 +35,7 @@ import pytest
 import trustme
 
 import triowsgi
+from triowsgi._cli import _options, _parser
 
 TESTS_DIR = Path(__file__).parent
 READY = "wsgi starting up on "
@@ -41,6 +43,7 @@ TIMEOUT = 10.0
 
 PLAIN_APP = '''
 import json
+import math
 import sys
 import time
 
@@ -344,6 +347,15 @@ def test_keepalive_0_closes_after_each_response(app_dir: Path) -> None:
         assert server.stop() == 0
 
 
+def test_client_limit_flags_set_the_options() -> None:
+    args = _parser().parse_args(
+        ["--body-timeout", "5", "--body-min-rate", "100", "--send-timeout", "inf", "a:b"]
+    )
+    options = _options(args)
+    assert (options["body_timeout"], options["body_min_rate"]) == (5.0, 100.0)
+    assert options["send_timeout"] == math.inf
+
+
 # -- version and mistakes -------------------------------------------------------------
 
 
@@ -361,6 +373,7 @@ def test_version(app_dir: Path) -> None:
         (["plainapp"], "must look like MODULE:ATTRIBUTE"),
         (["--max-size", "0", "plainapp:app"], "max_size must be at least 1"),
         (["--keepalive", "-1", "plainapp:app"], "keepalive"),
+        (["--send-timeout", "0", "plainapp:app"], "send_timeout"),
         (["--log-format", "%(nosuchfield)s", "plainapp:app"], "log_format"),
         (["--certfile", "/nonexistent.pem", "plainapp:app"], "cannot load the TLS certificate"),
         (["--bind", "nonsense", "plainapp:app"], "expected HOST:PORT"),
@@ -373,6 +386,7 @@ def test_version(app_dir: Path) -> None:
         "no-colon",
         "max-size-0",
         "negative-keepalive",
+        "zero-send-timeout",
         "bad-log-format",
         "missing-certfile",
         "bad-bind",

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import RawClient
+from conftest import RawClient, hello_app
 
 OK = b"HTTP/1.1 200 OK"
 E400 = b"HTTP/1.1 400 Bad Request"
@@ -515,6 +515,21 @@ async def test_target_of_exactly_url_length_limit_is_served(start_server) -> Non
     assert (await client.read_response())[0] == E414
     assert await client.read_to_eof() == b""
     assert app.seen == [get(target.decode())]
+
+
+@pytest.mark.parametrize("pipelined", [False, True], ids=["first", "pipelined"])
+async def test_a_request_line_too_long_to_buffer_is_414_wherever_it_comes(
+    start_server, pipelined: bool
+) -> None:
+    # Longer than max_header_bytes: h11 gives up on the head before it ends.
+    server = await start_server(hello_app, log_output=False)
+    client = await RawClient.connect(server.port)
+    long_line = b"GET /%s HTTP/1.1\r\nHost: x\r\n\r\n" % (b"a" * 100 * 1024)
+    await client.send((b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" if pipelined else b"") + long_line)
+    if pipelined:
+        assert (await client.read_response())[0] == OK
+    assert (await client.read_response())[0] == E414
+    assert await client.read_to_eof() == b""
 
 
 async def send_bounded(port: int, request: bytes) -> tuple[bytes, int]:

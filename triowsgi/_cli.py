@@ -86,10 +86,31 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--keepalive",
         type=float,
-        help="seconds a keep-alive connection may idle; 0 disables keep-alive (default: no limit)",
+        help="seconds a keep-alive connection may idle; 0 disables keep-alive, inf keeps "
+        "idle connections for ever (default 75)",
     )
     add("--socket-timeout", type=float, help="seconds any wait on a client may take")
-    add("--header-timeout", type=float, help="seconds to receive a request head (default 20)")
+    add(
+        "--header-timeout",
+        type=float,
+        help="seconds to receive a request head, the first from the accept (default 20)",
+    )
+    add(
+        "--body-timeout",
+        type=float,
+        help="seconds a request body may keep the server waiting, plus 1 per "
+        "--body-min-rate bytes received (default 20; inf: no limit)",
+    )
+    add(
+        "--body-min-rate",
+        type=float,
+        help="bytes per second that extend --body-timeout by 1 s (default 500)",
+    )
+    add(
+        "--send-timeout",
+        type=float,
+        help="seconds a response write may make no progress (default 60; inf: no limit)",
+    )
     add("--max-body-size", type=int, help="largest request body in bytes (default 1 GiB)")
     add("--max-header-bytes", type=int, help="largest request head in bytes (default 65536)")
     add("--url-length-limit", type=int, help="longest request target (default 8192)")
@@ -163,6 +184,9 @@ _FLAG_OPTIONS: Final = (
     "max_size",
     "socket_timeout",
     "header_timeout",
+    "body_timeout",
+    "body_min_rate",
+    "send_timeout",
     "max_body_size",
     "max_header_bytes",
     "url_length_limit",

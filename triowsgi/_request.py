@@ -24,7 +24,6 @@ from ._h11 import h11
 
 __all__ = [
     "ABSOLUTE_FORM_RE",
-    "HOST_RE",
     "MAX_HEADER_LINE",
     "as_http11",
     "check_line_ends",

@@ -30,6 +30,7 @@ OK = b"HTTP/1.1 200 OK"
 E400 = b"HTTP/1.1 400 Bad Request"
 E413 = b"HTTP/1.1 413 Content Too Large"
 E414 = b"HTTP/1.1 414 URI Too Long"
+E417 = b"HTTP/1.1 417 Expectation Failed"
 E431 = b"HTTP/1.1 431 Request Header Fields Too Large"
 E501 = b"HTTP/1.1 501 Not Implemented"
 E505 = b"HTTP/1.1 505 HTTP Version Not Supported"
@@ -331,12 +332,47 @@ CASES = [
     pytest.param(
         b"GET / HTTP/1.1\r\nHost: x\r\nX-\x00: v\r\n\r\n", rejected(E400), id="nul-in-name"
     ),
-    # DEBATABLE: other control characters in a value are invalid, but RFC 9110 §5.5 lets
-    # a recipient keep them; they cannot change framing (h11 accepts them).
+    # Control characters other than HTAB in a value: 400 and close (RFC 9110 §5.5). h11
+    # refuses NUL, CR, LF, VT and FF itself but lets the others through; an app, a log
+    # or a terminal downstream may act on them.
     pytest.param(
-        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
-        served(get("/v")),
-        id="ctl-in-value",
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n", rejected(E400), id="ctl-in-value"
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\x07b\r\n\r\n", rejected(E400), id="bel-in-value"
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\x7fb\r\n\r\n", rejected(E400), id="del-in-value"
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: \x1b[31m\r\n\r\n",
+        rejected(E400),
+        id="esc-starting-a-value",
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\x1f\r\n\r\n",
+        rejected(E400),
+        id="ctl-ending-a-value",
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\r\n \x01b\r\n\r\n",
+        rejected(E400),
+        id="ctl-in-an-obs-fold-line",
+    ),
+    # The second of two pipelined requests: the first is served, the second refused.
+    pytest.param(
+        b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\nX-A: \x01\r\n\r\n",
+        Reaction((OK, E400), closed=True, seen=(get("/1"),)),
+        id="ctl-in-a-pipelined-value",
+    ),
+    # HTAB is allowed in a value, and control characters in a body are the app's.
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nX-A: a\tb\r\n\r\n", served(get("/v")), id="tab-in-value"
+    ),
+    pytest.param(
+        POST + b"Content-Length: 3\r\n\r\n\x01\x7f\n",
+        served(post(b"\x01\x7f\n")),
+        id="ctl-in-a-body",
     ),
     pytest.param(b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="nul-in-target"),
     # obs-text (\x80-\xff) in a value is allowed by RFC 9110 §5.5; see also the test below.
@@ -356,6 +392,45 @@ CASES = [
         served(("OPTIONS", "*", b"")),
         id="asterisk-form",
     ),
+    pytest.param(
+        b"OPTIONS http://x/p HTTP/1.1\r\nHost: x\r\n\r\n",
+        served(("OPTIONS", "/p", b"")),
+        id="absolute-form-options",
+    ),
+    # A target in a form its method doesn't allow: 400 and close (RFC 9112 §3.2). "*" is
+    # OPTIONS' alone, authority-form CONNECT's (501 below); any other target is a path
+    # starting with "/" or an absolute URI.
+    pytest.param(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="asterisk-with-get"),
+    pytest.param(
+        b"GET example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        rejected(E400),
+        id="authority-form-with-get",
+    ),
+    pytest.param(
+        b"OPTIONS example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        rejected(E400),
+        id="authority-form-with-options",
+    ),
+    pytest.param(b"GET foo/bar HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="relative-path"),
+    pytest.param(b"GET ?q=1 HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="query-only"),
+    pytest.param(
+        b"GET http:/x HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="scheme-without-slashes"
+    ),
+    # An absolute URI names its host, which must be valid (RFC 9110 §4.2.1: not empty;
+    # §4.2.4: no userinfo, a way to disguise the host).
+    pytest.param(
+        b"GET http:///p HTTP/1.1\r\nHost: x\r\n\r\n", rejected(E400), id="absolute-form-no-host"
+    ),
+    pytest.param(
+        b"GET http://x@evil.example/p HTTP/1.1\r\nHost: x\r\n\r\n",
+        rejected(E400),
+        id="absolute-form-userinfo",
+    ),
+    pytest.param(
+        b"GET http://x:y/p HTTP/1.1\r\nHost: x\r\n\r\n",
+        rejected(E400),
+        id="absolute-form-bad-port",
+    ),
     # CONNECT: triowsgi does not tunnel, and an app's 2xx would make h11 switch protocols
     # (it did: the app's "200" became a logged error and a 500). 501 before the app
     # (RFC 9110 §15.6.2), and whatever follows it is never read as a request.
@@ -367,9 +442,15 @@ CASES = [
     # Methods are case-sensitive (RFC 9110 §9.1): "connect" is just an unknown method
     # for the app, and h11 switches nothing.
     pytest.param(
-        b"connect example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-        served(("connect", "example.com:443", b"")),
+        b"connect /p HTTP/1.1\r\nHost: x\r\n\r\n",
+        served(("connect", "/p", b"")),
         id="lower-case-connect",
+    ),
+    # ... nor may it take CONNECT's authority-form.
+    pytest.param(
+        b"connect example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+        rejected(E400),
+        id="lower-case-connect-authority-form",
     ),
     # Upgrade requests answered normally: no protocol switch (the follow-up request on the
     # same connection proves it).
@@ -423,12 +504,48 @@ CASES = [
         id="host-reg-name",
     ),
     pytest.param(b"GET /v HTTP/1.1\r\nHost:\r\n\r\n", served(get("/v")), id="host-empty"),
-    # DEBATABLE: Expect values other than 100-continue are ignored (as h11 and eventlet
-    # do); RFC 9110 §10.1.1 allows, but does not require, a 417.
+    # Content-Type decides how a body is read: two of them, joined for the app, could
+    # be read one way by a WAF in front and another by the app. 400 and close, even
+    # when they agree.
+    pytest.param(
+        POST + b"Content-Type: text/plain\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 2\r\n\r\n{}",
+        rejected(E400),
+        id="two-content-types",
+    ),
+    pytest.param(
+        POST + b"Content-Type: text/plain\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: 2\r\n\r\nhi",
+        rejected(E400),
+        id="two-equal-content-types",
+    ),
+    # An expectation other than 100-continue is one the server cannot meet: 417 (RFC
+    # 9110 §10.1.1), and the body is never read. 100-continue is a case-insensitive
+    # token; empty list members are ignored (RFC 9110 §5.6.1).
     pytest.param(
         POST + b"Expect: 200-ok\r\nContent-Length: 2\r\n\r\nhi",
-        served(post(b"hi")),
+        rejected(E417),
         id="expect-unknown",
+    ),
+    pytest.param(
+        POST + b"Expect: 100-continue, 200-ok\r\nContent-Length: 2\r\n\r\nhi",
+        rejected(E417),
+        id="expect-100-continue-and-unknown",
+    ),
+    pytest.param(
+        POST + b"Expect: 100-continue\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\nhi",
+        rejected(E417),
+        id="expect-unknown-on-a-second-line",
+    ),
+    pytest.param(
+        POST + b"Expect: 100-continue;x=1\r\nContent-Length: 2\r\n\r\nhi",
+        rejected(E417),
+        id="expect-100-continue-with-a-parameter",
+    ),
+    pytest.param(
+        b"GET /v HTTP/1.1\r\nHost: x\r\nExpect: 100-CONTINUE ,\r\n\r\n",
+        served(get("/v")),
+        id="expect-100-continue-any-case",
     ),
 ]
 
@@ -454,6 +571,40 @@ async def test_obs_text_reaches_the_app_as_latin1(start_server) -> None:
     await client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: caf\xe9\r\n\r\n")
     assert (await client.read_response())[0] == OK
     assert app.environs[0]["HTTP_X_A"] == "caf\xe9"
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("head", "host"),
+    [
+        pytest.param(
+            b"GET http://a.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            "a.example",
+            id="1.1",
+        ),
+        pytest.param(
+            b"GET HTTP://a.example:8080?q HTTP/1.1\r\nHost: b.example\r\n\r\n",
+            "a.example:8080",
+            id="port-no-path",
+        ),
+        pytest.param(b"GET http://[::1]/x HTTP/1.0\r\n\r\n", "[::1]", id="1.0-without-host"),
+    ],
+)
+async def test_an_absolute_form_target_names_the_host(
+    start_server, head: bytes, host: str
+) -> None:
+    # RFC 9112 §3.2.2: the target's authority, not the Host header; a proxy or cache
+    # keying on one and an app reading the other would disagree about the site.
+    app = RecordingApp()
+    server = await start_server(app, log_output=False)
+    client = await RawClient.connect(server.port)
+    await client.send(head)
+    assert (await client.read_response())[0] in (OK, b"HTTP/1.0 200 OK")
+    environ = app.environs[0]
+    assert environ["HTTP_HOST"] == host
+    # The Host line as sent stays in headers_raw; SERVER_NAME stays the socket's.
+    assert environ["headers_raw"] == ((("Host", "b.example"),) if b"Host" in head else ())
+    assert environ["SERVER_NAME"] == "127.0.0.1"
     await client.aclose()
 
 

@@ -147,6 +147,7 @@ async def test_server_protocol_is_the_requests_version(start_server, version: by
         (b"http://host", "/", "/", None),
         (b"http://host?q=1", "/", "/", "q=1"),  # empty path, query kept
         (b"HTTP://host:80/p", "/p", "/p", None),  # the scheme is case-insensitive
+        (b"svn+ssh://host/p", "/p", "/p", None),  # any scheme (RFC 3986 §3.1)
     ],
 )
 async def test_path_and_query(

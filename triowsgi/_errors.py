@@ -16,6 +16,7 @@ __all__ = [
     "REASONS",
     "BadRequest",
     "ClientDisconnected",
+    "ExpectationFailed",
     "HTTPError",
     "HeadersTooLarge",
     "MethodNotImplemented",
@@ -67,6 +68,12 @@ class RequestTooLarge(HTTPError):
     status = 413
 
 
+class ExpectationFailed(HTTPError):
+    """An ``Expect`` other than ``100-continue`` (RFC 9110 §10.1.1)."""
+
+    status = 417
+
+
 class HeadersTooLarge(HTTPError):
     """Too many header fields, a header line too long, or a header block too big."""
 
@@ -110,6 +117,7 @@ _BY_STATUS: dict[int, type[HTTPError]] = {
         BadRequest,
         URITooLong,
         RequestTooLarge,
+        ExpectationFailed,
         HeadersTooLarge,
         NotImplementedEncoding,
         VersionNotSupported,
@@ -129,6 +137,7 @@ REASONS: Final = {
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
+    417: "Expectation Failed",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",

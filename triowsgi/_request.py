@@ -13,6 +13,7 @@ from typing import Final
 from ._config import Config
 from ._errors import (
     BadRequest,
+    ExpectationFailed,
     HeadersTooLarge,
     MethodNotImplemented,
     RequestTooLarge,
@@ -22,6 +23,7 @@ from ._errors import (
 from ._h11 import h11
 
 __all__ = [
+    "ABSOLUTE_FORM_RE",
     "MAX_HEADER_LINE",
     "as_http11",
     "check_line_ends",
@@ -31,30 +33,56 @@ __all__ = [
 
 # eventlet's (and most servers') per-line limit; a longer header line gets 431.
 MAX_HEADER_LINE: Final = 8 * 1024
-# RFC 9112 §3.2 requires a 400 for an invalid Host: uri-host [ ":" port ] (RFC 3986).
 # h11's own rule for the end of a head (its blank_line_regex).
 _HEAD_END: Final = re.compile(rb"\n\r?\n")
+# RFC 9112 §3.2 requires a 400 for an invalid Host: uri-host [ ":" port ] (RFC 3986).
 HOST_RE: Final = re.compile(rb"(\[[0-9A-Za-z:.]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(:[0-9]*)?")
+# An absolute-form request target (RFC 9112 §3.2.2): a scheme (RFC 3986 §3.1), then
+# "//" and the authority, its one group.
+ABSOLUTE_FORM_RE: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://([^/?]*)")
+# What check_line_ends looks for: LF and CR, and the control characters RFC 9110 §5.5
+# excludes from field values (all but HTAB; h11 refuses NUL, VT and FF itself but lets
+# the others through). Deleting every other byte from a head leaves only these: one
+# bytes.translate pass, cheaper than counting line ends or a regex over the values.
+_LINE_ENDS_AND_CONTROLS: Final = bytes([*range(0x09), *range(0x0A, 0x20), 0x7F])
+_OTHER_BYTES: Final = bytes(sorted(set(range(256)) - set(_LINE_ENDS_AND_CONTROLS)))
+# The header fields check_request looks at: one set lookup per field rather than a
+# comparison per rule.
+_CHECKED_FIELDS: Final = frozenset(
+    (b"content-length", b"host", b"transfer-encoding", b"content-type", b"expect")
+)
 
 
 def check_request(request: h11.Request, config: Config) -> int | None:
     """Refuse what h11 accepted but triowsgi won't serve; the Content-Length, if any."""
     _check_version_and_method(request, config)
+    _check_target(request.method, request.target)
     headers = request.headers
     if len(headers) > config.max_header_fields:
         raise HeadersTooLarge(f"{len(headers)} header fields")
     length: int | None = None
-    has_encoding = False
+    has_encoding = has_type = False
     block = 0
     for name, value in headers:
         if len(name) + len(value) + 2 > MAX_HEADER_LINE:
             raise HeadersTooLarge(f"header line {name!r} too long")
         block += len(name) + len(value) + 4  # "name: value\r\n"
+        if name not in _CHECKED_FIELDS:
+            continue
         if name == b"content-length":
             length = int(value)  # h11 checked it is digits, and one value
-        elif name == b"host" and not HOST_RE.fullmatch(value):
-            raise BadRequest(f"invalid Host {value!r}")
-        has_encoding = has_encoding or name == b"transfer-encoding"
+        elif name == b"host":
+            _check_host(value)
+        elif name == b"content-type":
+            # A singleton field that decides how the body is read: joined, a WAF and
+            # the app could each read a different one.
+            if has_type:
+                raise BadRequest("more than one Content-Type")
+            has_type = True
+        elif name == b"expect":
+            _check_expect(value)
+        elif name == b"transfer-encoding":
+            has_encoding = True
     # h11's max_incomplete_event_size only stops a head still incomplete at the
     # limit; one that completes in the receive crossing it gets here.
     if block > config.max_header_bytes:
@@ -84,6 +112,41 @@ def _check_version_and_method(request: h11.Request, config: Config) -> None:
         raise URITooLong(f"method of {len(request.method)} bytes")
 
 
+def _check_target(method: bytes, target: bytes) -> None:
+    """RFC 9112 §3.2: origin-form (``/path``) or absolute-form (``http://host/path``)
+    for any method, ``*`` for OPTIONS only; authority-form (``host:port``) is CONNECT's,
+    refused before this."""
+    if target[:1] == b"/":  # origin-form, nearly always
+        return
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise BadRequest(f"target * with {method!r}")
+        return
+    absolute = ABSOLUTE_FORM_RE.match(target)
+    if absolute is None:
+        raise BadRequest(f"request target {target!r:.80} in no form {method!r} allows")
+    host = HOST_RE.fullmatch(absolute[1])
+    # RFC 9110 §4.2.1: an http URI with an empty host is invalid; RFC 9110 §4.2.4: so is
+    # one with userinfo (user@host), which HOST_RE leaves out.
+    if host is None or not host[1]:
+        raise BadRequest(f"invalid authority in request target {target!r:.80}")
+
+
+def _check_host(value: bytes) -> None:
+    if not HOST_RE.fullmatch(value):
+        raise BadRequest(f"invalid Host {value!r}")
+
+
+def _check_expect(value: bytes) -> None:
+    # RFC 9110 §10.1.1: 100-continue is the only expectation defined, and h11 acts on
+    # it (a case-insensitive list member). Any other is one the server cannot meet:
+    # 417, as Apache answers, rather than serving a request whose condition was ignored.
+    for expectation in value.lower().split(b","):
+        expectation = expectation.strip(b" \t")
+        if expectation and expectation != b"100-continue":
+            raise ExpectationFailed(f"Expect {value!r}")
+
+
 def check_request_line(prefix: bytes) -> None:
     """``prefix``: the first bytes of a head. An HTTP/0.9 request (``GET /``) would wait,
     bounded only by header_timeout, for a head it never completes: a whole first line
@@ -94,16 +157,25 @@ def check_request_line(prefix: bytes) -> None:
 
 
 def check_line_ends(received: bytes) -> None:
-    """``received``: the bytes a head was parsed from (and maybe some that follow it).
+    """``received``: the bytes a head h11 accepted was parsed from (and maybe some that
+    follow it).
 
     h11 takes a bare LF for a line end (RFC 9112 §2.2 allows it), but an intermediary
     that doesn't would frame the request differently: the smuggling of CVE-2022-32214
-    (Node.js) and GHSA-pg36-wpm5-g57p (waitress).
+    (Node.js) and GHSA-pg36-wpm5-g57p (waitress). And it lets control characters through
+    in field values, which RFC 9110 §5.5 excludes (the request line and field names have
+    none in a head h11 accepted).
     """
     blank_line = _HEAD_END.search(received)  # where h11 found the end of the head
     end = blank_line.end() if blank_line else len(received)
-    if received.count(b"\n", 0, end) != received.count(b"\r\n", 0, end):
+    head = received if end == len(received) else received[:end]
+    # h11 refuses a CR anywhere but before an LF: with the CRLFs gone, what is left is
+    # bare LFs and control characters.
+    left = head.translate(None, _OTHER_BYTES).replace(b"\r\n", b"")
+    if b"\n" in left:
         raise BadRequest("bare LF in the request head")
+    if left:
+        raise BadRequest(f"control character {left[:1]!r} in a header value")
 
 
 def as_http11(request: h11.Request) -> h11.Request:

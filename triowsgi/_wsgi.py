@@ -8,7 +8,6 @@ one request's app-side state; its methods run in the app's worker thread and han
 from __future__ import annotations
 
 import dataclasses
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -17,6 +16,7 @@ from urllib.parse import unquote
 
 from ._h11 import h11
 from ._input import Input
+from ._request import ABSOLUTE_FORM_RE
 from ._response import build_response
 
 __all__ = [
@@ -53,9 +53,6 @@ CHUNK_SIZE_KEYS: Final = (
     "triowsgi.minimum_write_chunk_size",
     "eventlet.minimum_write_chunk_size",
 )
-# The scheme and authority of an absolute-form request target (the scheme is
-# case-insensitive, RFC 3986 §3.1).
-_ABSOLUTE_FORM_RE: Final = re.compile(r"https?://[^/?]*", re.IGNORECASE)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,7 +95,7 @@ def build_environ(
     if info.url_scheme == "https":
         environ["HTTPS"] = "on"
     environ.update(extra)
-    raw_path, query = _split_target(request.target)
+    raw_path, query, authority = _split_target(request.target)
     environ.update(
         REQUEST_METHOD=request.method.decode("ascii"),
         SCRIPT_NAME="",
@@ -114,19 +111,24 @@ def build_environ(
     if query is not None:
         environ["QUERY_STRING"] = query
     _add_headers(environ, request.headers.raw_items())
+    if authority is not None:
+        # RFC 9112 §3.2.2: the target's authority, not the Host header, names the host.
+        environ["HTTP_HOST"] = authority
     return environ
 
 
-def _split_target(target: bytes) -> tuple[str, str | None]:
-    """Path and query (``None`` without a ``?``) of an origin- or absolute-form target."""
-    text = target.decode("latin-1")
-    if not text.startswith("/"):  # origin-form, nearly always: no regex needed
-        authority = _ABSOLUTE_FORM_RE.match(text)  # absolute-form, RFC 9112 §3.2.2
-        if authority is not None:
-            text = text[authority.end() :]
-    path, question, query = text.partition("?")
+def _split_target(target: bytes) -> tuple[str, str | None, str | None]:
+    """Path, query (``None`` without a ``?``) and authority (``None`` but in
+    absolute-form) of a request target."""
+    authority = None
+    if target[:1] != b"/":  # origin-form, nearly always: no regex needed
+        absolute = ABSOLUTE_FORM_RE.match(target)  # absolute-form, RFC 9112 §3.2.2
+        if absolute is not None:
+            authority = absolute[1].decode("ascii")  # h11 allows ASCII only in a target
+            target = target[absolute.end() :]
+    path, question, query = target.decode("latin-1").partition("?")
     # An absolute-form target may have an empty path ("http://host?q"): it means "/".
-    return path or "/", (query if question else None)
+    return path or "/", (query if question else None), authority
 
 
 def _add_headers(environ: dict[str, Any], raw_items: list[tuple[bytes, bytes]]) -> None:

@@ -29,6 +29,7 @@ from ._errors import (
     SocketTimeout,
     error_body,
 )
+from ._files import SENDFILE, frame_span, send_span
 from ._h11 import h11
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
@@ -236,6 +237,7 @@ class HTTPConnection:
             capitalize_names=self._config.capitalize_response_headers,
             close_connection=self._must_close,
             send_from_thread=self._send_from_thread,
+            sendfile=SENDFILE and self._direct is not None,
         )
         # Counted before the app runs: a client that has its response sees itself counted.
         self._stats.requests_served += 1
@@ -284,6 +286,9 @@ class HTTPConnection:
                 if not self._sends_body:  # HEAD: the head is all the client gets
                     await self._in_thread(responder.close)
                     await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
+                    return responder.status_code
+                if responder.file is not None:  # wsgi.file_wrapper: by sendfile
+                    await self._send_file(responder)
                     return responder.status_code
                 done, unsent = await self._in_thread(
                     self._produce, responder, responder.next_batch
@@ -345,7 +350,13 @@ class HTTPConnection:
             if self._direct is None:
                 return batch.done, pieces
             pieces = self._direct.write(pieces)
-            if batch.done or pieces or not self._sends_body or self._workers.saturated:
+            if (
+                batch.done
+                or pieces
+                or not self._sends_body
+                or self._workers.saturated
+                or responder.file is not None
+            ):
                 return batch.done, pieces
             step = responder.next_batch
 
@@ -424,6 +435,41 @@ class HTTPConnection:
                     raise SocketTimeout(f"the client took no response bytes for {timeout} s")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
+
+    async def _send_file(self, responder: Responder) -> None:
+        """The body of a response whose head went out: ``responder.file`` by sendfile
+        (:mod:`._files`), waiting for the socket here, not in a thread. Then the result's
+        ``close()``, in a thread as for any iterable."""
+        span = responder.file
+        assert span is not None and self._direct is not None
+        self._body_bytes += len(span)
+        try:
+            for piece in frame_span(self._conn, span):
+                if isinstance(piece, bytes):
+                    await self._send_all(piece)
+                else:
+                    await send_span(self._direct, piece, self._wait_writable)
+        except (ClientDisconnected, SocketTimeout):
+            raise  # _run_app closes the result
+        except Exception:
+            # The file ended early or could not be read: an app error (_run_app logs it
+            # and closes the connection), and the result is closed as the thread would.
+            await self._close_result(responder)
+            raise
+        await self._in_thread(responder.close)
+        await self._send_all(self._conn.send(h11.EndOfMessage()))
+
+    async def _wait_writable(self) -> None:
+        """Wait until the client's socket takes more bytes: at most ``socket_timeout``,
+        as every wait on the client."""
+        assert isinstance(self._stream, trio.SocketStream)
+        try:
+            with trio.move_on_after(self._timeout) as scope:
+                await trio.lowlevel.wait_writable(self._stream.socket)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if scope.cancelled_caught:
+            raise SocketTimeout("timed out sending to the client")
 
     async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
         """A complete response of the server's own, then the connection closes.

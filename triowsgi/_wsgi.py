@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import unquote
 
+from ._files import FileSpan, FileWrapper, file_span
 from ._h11 import h11
 from ._input import Input
 from ._response import build_response
@@ -92,6 +93,7 @@ def build_environ(
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
         "triowsgi.posthooks": posthooks,
         "eventlet.posthooks": posthooks,
     }
@@ -181,6 +183,7 @@ class Responder:
         capitalize_names: bool,
         close_connection: Callable[[], bool],
         send_from_thread: Callable[[Batch], None],
+        sendfile: bool = False,
     ) -> None:
         self._app = app
         self.environ = environ
@@ -189,6 +192,7 @@ class Responder:
         self._capitalize = capitalize_names
         self._close_connection = close_connection
         self._send_from_thread = send_from_thread
+        self._sendfile = sendfile
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.status_code = 0
@@ -196,6 +200,9 @@ class Responder:
         self._result: Iterable[bytes] | None = None
         self._iterator: Iterator[bytes] | None = None
         self._closed = False
+        # Set by call_app when the body is a file for the connection task to send by
+        # sendfile; the result is then closed by close() once it went out.
+        self.file: FileSpan | None = None
 
     def start_response(
         self,
@@ -231,6 +238,8 @@ class Responder:
                 length = sum(map(len, chunks))
                 self.close()
                 return Batch(self._head(length), chunks, done=True)
+            if self._sendfile and not self.head_sent and (span := file_span(result)):
+                return self._file_batch(span)
             self._iterator = iter(result)
             for key in CHUNK_SIZE_KEYS:
                 if key in self.environ:
@@ -258,6 +267,17 @@ class Responder:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
+
+    def _file_batch(self, span: FileSpan) -> Batch:
+        """The head of a response whose body is ``span``: as long as the app's
+        Content-Length, else the rest of the file."""
+        head = self._head(span.count)
+        assert head is not None
+        for name, value in head.headers:
+            if name == b"content-length":  # h11 checked it is digits, and only one
+                span = dataclasses.replace(span, count=int(value))
+        self.file = span
+        return Batch(head, [], done=False)
 
     def _collect(self) -> Batch:
         assert self._iterator is not None

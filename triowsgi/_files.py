@@ -1,0 +1,169 @@
+"""PEP 3333's ``wsgi.file_wrapper``, and sending the file it wraps with ``os.sendfile``.
+
+An app (Django's ``FileResponse``, werkzeug's ``wrap_file``, WhiteNoise) hands the server
+an open file through ``environ["wsgi.file_wrapper"]``. Read as any iterable, every piece is
+copied from the kernel into Python and back, and a worker thread is held for the whole
+download. When the app returns the wrapper unchanged, the file is a regular file with a
+descriptor, and the socket is a plain one, the connection task sends it instead with
+non-blocking ``os.sendfile`` calls (the kernel copies page cache to socket) and waits for
+the socket in Trio between them, as for any other write: no thread is held while a slow
+client reads.
+
+The body is always Content-Length framed: the app's Content-Length, or the rest of the
+file from its current position (``fstat``), which is exact for a regular file that does not
+change while it is sent. A file shorter than that is the app's error, as any short body
+is: the connection closes and the log says why. Anything else (TLS, a pipe, ``BytesIO``, a
+text file, an empty or ``/proc`` file whose size says nothing, a response already started
+with ``write()``) is read in ``block_size`` pieces like any iterable.
+
+h11 is told about the body with a :class:`FileSpan` in place of its bytes: its body
+writers only take ``len()`` of what they pass through (``send_with_data_passthrough``;
+h11's documentation names sendfile as the reason), with h11 and h11-mypyc alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Final, cast, final
+
+import trio
+
+from ._direct import DirectSocket
+from ._h11 import h11
+
+__all__ = [
+    "SENDFILE",
+    "FileEndedEarly",
+    "FileSpan",
+    "FileWrapper",
+    "file_span",
+    "frame_span",
+    "send_span",
+]
+
+# Linux, macOS and the BSDs have it; Windows does not (and has no direct socket either).
+SENDFILE: Final = hasattr(os, "sendfile")
+# The most one sendfile() call is asked for. A non-blocking socket takes only what fits in
+# its buffer, but on loopback that can be several MiB; and on a cold page cache the call
+# reads the file from disk on the Trio thread. Bounding it gives the other connections
+# their turn in between, at the cost of one call per MiB.
+SENDFILE_MAX: Final = 1024 * 1024
+DEFAULT_BLOCK_SIZE: Final = 8192  # PEP 3333's example
+
+
+@final
+class FileWrapper:
+    """``environ["wsgi.file_wrapper"]``: ``FileWrapper(filelike, block_size=8192)``.
+
+    An iterable of ``filelike.read(block_size)`` pieces until one is empty, whose
+    ``close()`` calls ``filelike.close()`` if it has one (PEP 3333, "Optional
+    Platform-Specific File Handling"). Returned by the app unchanged, the server may send
+    the file by ``os.sendfile`` instead of iterating it; ``close()`` is called either way.
+    Middleware that iterates it, or wraps it in an iterable of its own, gets the pieces.
+    """
+
+    __slots__ = ("block_size", "filelike")
+
+    def __init__(self, filelike: Any, block_size: int = DEFAULT_BLOCK_SIZE) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        read = self.filelike.read
+        while data := read(self.block_size):
+            yield data
+
+    def close(self) -> None:
+        """Close the file (``filelike.close()``, if it has one)."""
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FileSpan:
+    """``count`` bytes of the file open as ``fd``, from ``offset``: the stand-in for a
+    body's bytes in ``h11.Data``, whose writers take only its ``len()``."""
+
+    fd: int
+    offset: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class FileEndedEarly(Exception):
+    """The file of a ``wsgi.file_wrapper`` response ended before its Content-Length:
+    an application error, met after the head went out (the connection closes)."""
+
+
+def file_span(result: object) -> FileSpan | None:
+    """The rest of the file an app's ``result`` wraps, from its current position, when
+    ``result`` is a :class:`FileWrapper` of a regular, non-empty binary file with a
+    descriptor; None when the result must be iterated instead."""
+    if type(result) is not FileWrapper:
+        return None
+    filelike = result.filelike
+    if isinstance(filelike, io.TextIOBase):
+        return None  # str pieces are the app's error; and tell() is an opaque cookie
+    try:
+        fd = filelike.fileno()
+        if type(fd) is not int:
+            return None
+        status = os.fstat(fd)
+        tell = getattr(filelike, "tell", None)
+        # tell() counts what a buffered reader already read ahead; the descriptor's own
+        # position would be past it.
+        offset = tell() if tell is not None else os.lseek(fd, 0, os.SEEK_CUR)
+    except (OSError, ValueError, AttributeError):  # BytesIO, a closed file, a socket-like
+        return None
+    if not stat.S_ISREG(status.st_mode) or type(offset) is not int:
+        return None
+    # st_size 0 may be a /proc or /sys file with content: only reading tells.
+    count = status.st_size - offset
+    return FileSpan(fd, offset, count) if count > 0 else None
+
+
+def frame_span(conn: h11.Connection, span: FileSpan) -> list[bytes | FileSpan]:
+    """Tell ``conn`` that ``span``'s bytes are the body: what to send, in order (for
+    Content-Length framing, the span alone; chunked framing would surround it)."""
+    data = cast(bytes, span)  # h11 takes only len() of what it passes through
+    pieces = conn.send_with_data_passthrough(h11.Data(data=data)) or []
+    return [span if piece is data else piece for piece in pieces]
+
+
+async def send_span(
+    direct: DirectSocket, span: FileSpan, wait_writable: Callable[[], Awaitable[None]]
+) -> None:
+    """Send ``span``'s bytes to ``direct``'s socket by ``os.sendfile``, from the Trio
+    thread; ``wait_writable`` is awaited whenever the socket is full (it carries the
+    connection's limits on a client that does not read).
+
+    Raises:
+        FileEndedEarly: the file has fewer bytes than ``span`` says.
+        ClientDisconnected: the client went away (or the connection was closed).
+        OSError: reading the file failed.
+        Whatever ``wait_writable`` raises (a timeout).
+    """
+    offset, end = span.offset, span.offset + span.count
+    while offset < end:
+        asked = min(end - offset, SENDFILE_MAX)
+        sent = direct.sendfile(span.fd, offset, asked)
+        if sent is None:
+            await wait_writable()
+            continue
+        if sent == 0:
+            raise FileEndedEarly(
+                f"the file ended {end - offset} bytes before the response's "
+                f"Content-Length ({span.count} bytes from offset {span.offset})"
+            )
+        offset += sent
+        if sent < asked:
+            await wait_writable()  # the socket is full: another call would only say so
+        else:
+            await trio.lowlevel.checkpoint()

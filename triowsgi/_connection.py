@@ -29,7 +29,7 @@ from ._errors import (
     SocketTimeout,
     error_body,
 )
-from ._files import SENDFILE, frame_span, send_span
+from ._files import SENDFILE, send_span, sendfile_now, start_body
 from ._h11 import h11
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
@@ -350,13 +350,9 @@ class HTTPConnection:
             if self._direct is None:
                 return batch.done, pieces
             pieces = self._direct.write(pieces)
-            if (
-                batch.done
-                or pieces
-                or not self._sends_body
-                or self._workers.saturated
-                or responder.file is not None
-            ):
+            if responder.file is not None and self._sends_body:
+                return self._start_file(responder, pieces)
+            if batch.done or pieces or not self._sends_body or self._workers.saturated:
                 return batch.done, pieces
             step = responder.next_batch
 
@@ -436,24 +432,35 @@ class HTTPConnection:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
 
-    async def _send_file(self, responder: Responder) -> None:
-        """The body of a response whose head went out: ``responder.file`` by sendfile
-        (:mod:`._files`), waiting for the socket here, not in a thread. Then the result's
-        ``close()``, in a thread as for any iterable."""
-        span = responder.file
-        assert span is not None and self._direct is not None
-        self._body_bytes += len(span)
+    def _start_file(self, responder: Responder, unsent: Pieces) -> tuple[bool, Pieces]:
+        """In the app's thread, once the head is framed: the ``wsgi.file_wrapper`` body
+        of ``responder.file``, as :meth:`_produce` returns. What the socket takes of it
+        at once goes now, by one sendfile; :meth:`_send_file` sends the rest."""
+        assert responder.file is not None and self._direct is not None
         try:
-            for piece in frame_span(self._conn, span):
-                if isinstance(piece, bytes):
-                    await self._send_all(piece)
-                else:
-                    await send_span(self._direct, piece, self._wait_writable)
+            self._body_bytes += len(responder.file)
+            start_body(self._conn, responder.file)
+            if not unsent:  # the head went whole
+                responder.file = sendfile_now(self._direct, responder.file)
+            if responder.file is not None:
+                return False, unsent
+            responder.close()
+            return True, [self._conn.send(h11.EndOfMessage())]
+        except BaseException:
+            responder.close()  # as Responder closes its result on an error
+            raise
+
+    async def _send_file(self, responder: Responder) -> None:
+        """The rest of ``responder.file``, by sendfile from the connection task (no thread
+        is held while the client reads); then the result's ``close()``, in a thread."""
+        assert responder.file is not None and self._direct is not None
+        try:
+            await send_span(self._direct, responder.file, self._wait_writable)
         except (ClientDisconnected, SocketTimeout):
             raise  # _run_app closes the result
         except Exception:
             # The file ended early or could not be read: an app error (_run_app logs it
-            # and closes the connection), and the result is closed as the thread would.
+            # and closes the connection); the result is closed as the thread would.
             await self._close_result(responder)
             raise
         await self._in_thread(responder.close)

@@ -4,10 +4,11 @@ An app (Django's ``FileResponse``, werkzeug's ``wrap_file``, WhiteNoise) hands t
 an open file through ``environ["wsgi.file_wrapper"]``. Read as any iterable, every piece is
 copied from the kernel into Python and back, and a worker thread is held for the whole
 download. When the app returns the wrapper unchanged, the file is a regular file with a
-descriptor, and the socket is a plain one, the connection task sends it instead with
-non-blocking ``os.sendfile`` calls (the kernel copies page cache to socket) and waits for
-the socket in Trio between them, as for any other write: no thread is held while a slow
-client reads.
+descriptor, and the socket is a plain one, the file goes by non-blocking ``os.sendfile``
+calls instead (the kernel copies from the page cache to the socket), as response bytes go
+by direct writes (:mod:`._direct`): the app's thread makes the first call, which sends a
+small file whole, and the connection task sends the rest, waiting for the socket in Trio
+between calls as for any other write: no thread is held while a slow client reads.
 
 The body is always Content-Length framed: the app's Content-Length, or the rest of the
 file from its current position (``fstat``), which is exact for a regular file that does not
@@ -30,8 +31,6 @@ import stat
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, cast, final
 
-import trio
-
 from ._direct import DirectSocket
 from ._h11 import h11
 
@@ -41,8 +40,9 @@ __all__ = [
     "FileSpan",
     "FileWrapper",
     "file_span",
-    "frame_span",
     "send_span",
+    "sendfile_now",
+    "start_body",
 ]
 
 # Linux, macOS and the BSDs have it; Windows does not (and has no direct socket either).
@@ -129,41 +129,48 @@ def file_span(result: object) -> FileSpan | None:
     return FileSpan(fd, offset, count) if count > 0 else None
 
 
-def frame_span(conn: h11.Connection, span: FileSpan) -> list[bytes | FileSpan]:
-    """Tell ``conn`` that ``span``'s bytes are the body: what to send, in order (for
-    Content-Length framing, the span alone; chunked framing would surround it)."""
+def start_body(conn: h11.Connection, span: FileSpan) -> None:
+    """Tell ``conn`` that ``span``'s bytes are the body of the response it framed."""
     data = cast(bytes, span)  # h11 takes only len() of what it passes through
-    pieces = conn.send_with_data_passthrough(h11.Data(data=data)) or []
-    return [span if piece is data else piece for piece in pieces]
+    pieces = conn.send_with_data_passthrough(h11.Data(data=data))
+    # Content-Length framing (the Responder makes sure of it): nothing around the body.
+    assert pieces is not None and len(pieces) == 1 and pieces[0] is data
 
 
-async def send_span(
-    direct: DirectSocket, span: FileSpan, wait_writable: Callable[[], Awaitable[None]]
-) -> None:
-    """Send ``span``'s bytes to ``direct``'s socket by ``os.sendfile``, from the Trio
-    thread; ``wait_writable`` is awaited whenever the socket is full (it carries the
-    connection's limits on a client that does not read).
+def sendfile_now(direct: DirectSocket, span: FileSpan) -> FileSpan | None:
+    """One non-blocking ``sendfile`` of ``span`` (at most :data:`SENDFILE_MAX` bytes),
+    from any thread; what is left of it, None when nothing.
 
     Raises:
         FileEndedEarly: the file has fewer bytes than ``span`` says.
         ClientDisconnected: the client went away (or the connection was closed).
         OSError: reading the file failed.
+    """
+    if not span.count:
+        return None
+    sent = direct.sendfile(span.fd, span.offset, min(span.count, SENDFILE_MAX))
+    if sent is None:
+        return span
+    if sent == 0:
+        raise FileEndedEarly(
+            f"the file ended {span.count} bytes short of the response's Content-Length"
+        )
+    if sent == span.count:
+        return None
+    return FileSpan(span.fd, span.offset + sent, span.count - sent)
+
+
+async def send_span(
+    direct: DirectSocket, span: FileSpan, wait_writable: Callable[[], Awaitable[None]]
+) -> None:
+    """Send ``span`` from the Trio thread, awaiting ``wait_writable`` (the connection's
+    limits on a client that does not read) whenever the socket is full. Between two
+    calls the other connections get their turn.
+
+    Raises:
+        FileEndedEarly, ClientDisconnected, OSError: as :func:`sendfile_now`.
         Whatever ``wait_writable`` raises (a timeout).
     """
-    offset, end = span.offset, span.offset + span.count
-    while offset < end:
-        asked = min(end - offset, SENDFILE_MAX)
-        sent = direct.sendfile(span.fd, offset, asked)
-        if sent is None:
-            await wait_writable()
-            continue
-        if sent == 0:
-            raise FileEndedEarly(
-                f"the file ended {end - offset} bytes before the response's "
-                f"Content-Length ({span.count} bytes from offset {span.offset})"
-            )
-        offset += sent
-        if sent < asked:
-            await wait_writable()  # the socket is full: another call would only say so
-        else:
-            await trio.lowlevel.checkpoint()
+    while (rest := sendfile_now(direct, span)) is not None:
+        span = rest
+        await wait_writable()

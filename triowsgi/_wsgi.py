@@ -171,6 +171,10 @@ class Responder:
     sends a :class:`Batch` from that thread, blocking until the connection wrote it;
     ``write()`` uses it. The result's ``close()`` is called exactly once, by whichever
     of :meth:`call_app`, :meth:`next_batch` or :meth:`close` sees the end.
+
+    With ``sendfile``, a ``wsgi.file_wrapper`` result of a regular file is not iterated:
+    :meth:`call_app` returns its head and sets :attr:`file` to the bytes the connection
+    sends by sendfile before it calls :meth:`close`.
     """
 
     def __init__(
@@ -238,9 +242,9 @@ class Responder:
                 length = sum(map(len, chunks))
                 self.close()
                 return Batch(self._head(length), chunks, done=True)
+            self._iterator = iter(result)
             if self._sendfile and not self.head_sent and (span := file_span(result)):
                 return self._file_batch(span)
-            self._iterator = iter(result)
             for key in CHUNK_SIZE_KEYS:
                 if key in self.environ:
                     self._chunk_size = int(self.environ[key])
@@ -269,14 +273,15 @@ class Responder:
             close()
 
     def _file_batch(self, span: FileSpan) -> Batch:
-        """The head of a response whose body is ``span``: as long as the app's
-        Content-Length, else the rest of the file."""
+        """The head of a response whose body is ``span`` (:attr:`file`), Content-Length
+        framed: the app's Content-Length, else the rest of the file. Without one (a 204
+        or 304; a Transfer-Encoding the app set) the result is iterated as usual."""
         head = self._head(span.count)
         assert head is not None
-        for name, value in head.headers:
-            if name == b"content-length":  # h11 checked it is digits, and only one
-                span = dataclasses.replace(span, count=int(value))
-        self.file = span
+        headers = dict(head.headers)  # lower-case names; h11 allows one Content-Length
+        length = headers.get(b"content-length")
+        if length is not None and b"transfer-encoding" not in headers:
+            self.file = FileSpan(span.fd, span.offset, int(length))
         return Batch(head, [], done=False)
 
     def _collect(self) -> Batch:

@@ -26,6 +26,7 @@ import trio
 import trustme
 from conftest import RawClient, RecordingLog, StartServer
 
+import triowsgi
 from triowsgi import ClientDisconnected
 from triowsgi._direct import DirectSocket
 from triowsgi._files import FileSpan, FileWrapper, file_span
@@ -362,6 +363,29 @@ async def test_a_client_that_goes_away_mid_file_costs_nothing_more(
     await client.send(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (await client.read_response())[2] == b"hello"
     await client.aclose()
+
+
+async def test_a_download_cut_short_by_shutdown_closes_the_file(
+    nursery: trio.Nursery, big_file: Path
+) -> None:
+    app = FileApp(big_file)
+    scope = trio.CancelScope()
+
+    async def run(task_status: trio.TaskStatus[triowsgi.ServerHandle]) -> None:
+        with scope:
+            await triowsgi.serve(
+                app, 0, "127.0.0.1", graceful_timeout=0.2, log=RecordingLog(),
+                task_status=task_status,
+            )  # fmt: skip
+
+    handle = await nursery.start(run)
+    stuck = await connect_with_small_buffer(handle.port)
+    await stuck.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await stuck.read_until(b"\r\n\r\n")
+    scope.cancel()  # the grace period ends with the client still not reading
+    assert await app.all_closed()
+    assert len(await stuck.read_to_eof()) < BIG_SIZE
+    await stuck.aclose()
 
 
 # -- a file shorter than its Content-Length ------------------------------------------------

@@ -16,6 +16,7 @@ import os
 import socket
 import ssl
 import threading
+import wsgiref.util
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -516,17 +517,14 @@ async def test_a_file_without_a_descriptor_is_iterated(start_server: StartServer
     assert await trio.to_thread.run_sync(closed.wait, 10)
 
 
-async def test_the_environ_option_may_replace_the_wrapper(start_server: StartServer) -> None:
-    seen = []
-
-    def app(environ: Environ, start_response: Any) -> list[bytes]:
-        seen.append(environ["wsgi.file_wrapper"])
-        start_response("200 OK", [])
-        return [b""]
-
-    handle = await start_server(app, environ={"wsgi.file_wrapper": None})
-    default = await start_server(app)
+async def test_the_environ_option_may_replace_the_wrapper_to_turn_sendfile_off(
+    start_server: StartServer, big_file: Path
+) -> None:
+    app = FileApp(big_file, position=5)
+    handle = await start_server(app, environ={"wsgi.file_wrapper": wsgiref.util.FileWrapper})
     async with httpx.AsyncClient() as client:
-        await client.get(f"http://127.0.0.1:{handle.port}/")
-        await client.get(f"http://127.0.0.1:{default.port}/")
-    assert seen == [None, FileWrapper]
+        with trio.fail_after(20):
+            response = await client.get(f"http://127.0.0.1:{handle.port}/")
+    assert digest(response.content) == expected(big_file, 5)
+    assert app.reads > 0
+    assert await app.all_closed()

@@ -331,12 +331,13 @@ class TimeoutLog(RecordingLog):
     debug = error = info
 
 
-async def test_a_client_that_stops_reading_is_dropped_at_socket_timeout(
-    start_server: StartServer, big_file: Path
+@pytest.mark.parametrize("limit", ["socket_timeout", "send_timeout"])
+async def test_a_client_that_stops_reading_is_dropped_at_the_write_limits(
+    start_server: StartServer, big_file: Path, limit: str
 ) -> None:
     log = TimeoutLog()
     app = FileApp(big_file)
-    handle = await start_server(app, socket_timeout=0.5, log=log)
+    handle = await start_server(app, log=log, **{limit: 0.5})
     stuck = await connect_with_small_buffer(handle.port)
     await stuck.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     with trio.fail_after(10):

@@ -401,17 +401,8 @@ class HTTPConnection:
             # As send_all() after an immediate write: the other connections get a turn.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        assert isinstance(self._stream, trio.SocketStream)
-        sock = self._stream.socket
-        timeout = self._send_timeout
         while pieces:
-            try:
-                with trio.move_on_after(timeout) as scope:
-                    await trio.lowlevel.wait_writable(sock)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if scope.cancelled_caught:
-                raise SocketTimeout(f"the client took no response bytes for {timeout} s")
+            await self._wait_writable()
             pieces = direct.write(pieces)
 
     async def _send_stream(self, data: bytes | memoryview) -> None:
@@ -439,13 +430,13 @@ class HTTPConnection:
         assert responder.file is not None and self._direct is not None
         try:
             self._body_bytes += len(responder.file)
-            start_body(self._conn, responder.file)
+            start_body(self._reader.conn, responder.file)
             if not unsent:  # the head went whole
                 responder.file = sendfile_now(self._direct, responder.file)
             if responder.file is not None:
                 return False, unsent
             responder.close()
-            return True, [self._conn.send(h11.EndOfMessage())]
+            return True, [self._reader.conn.send(h11.EndOfMessage())]
         except BaseException:
             responder.close()  # as Responder closes its result on an error
             raise
@@ -464,19 +455,20 @@ class HTTPConnection:
             await self._close_result(responder)
             raise
         await self._in_thread(responder.close)
-        await self._send_all(self._conn.send(h11.EndOfMessage()))
+        await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
 
     async def _wait_writable(self) -> None:
-        """Wait until the client's socket takes more bytes: at most ``socket_timeout``,
-        as every wait on the client."""
+        """Wait until a plain socket takes more bytes (direct writes, sendfile): at most
+        ``send_timeout`` (and ``socket_timeout``)."""
         assert isinstance(self._stream, trio.SocketStream)
+        timeout = self._send_timeout
         try:
-            with trio.move_on_after(self._timeout) as scope:
+            with trio.move_on_after(timeout) as scope:
                 await trio.lowlevel.wait_writable(self._stream.socket)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
         if scope.cancelled_caught:
-            raise SocketTimeout("timed out sending to the client")
+            raise SocketTimeout(f"the client took no response bytes for {timeout} s")
 
     async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
         """A complete response of the server's own, then the connection closes.

@@ -2,8 +2,8 @@
 
 An app (Django's ``FileResponse``, werkzeug's ``wrap_file``, WhiteNoise) hands the server
 an open file through ``environ["wsgi.file_wrapper"]``. Read as any iterable, every piece is
-copied from the kernel into Python and back, and a worker thread is held for the whole
-download. When the app returns the wrapper unchanged, the file is a regular file with a
+copied from the kernel into Python and back, and each batch of pieces costs a trip through
+the app's thread. When the app returns the wrapper unchanged, the file is a regular file with a
 descriptor, and the socket is a plain one, the file goes by non-blocking ``os.sendfile``
 calls instead (the kernel copies from the page cache to the socket), as response bytes go
 by direct writes (:mod:`._direct`): the app's thread makes the first call, which sends a

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from . import report
+from . import apps, report
 from .load import IDLE_OPEN_CONCURRENCY, WRK_SCRIPT, IdleResult, Load, WrkResult, run_idle, run_wrk
 from .servers import (
     REPO,
@@ -32,9 +32,10 @@ from .servers import (
     running,
 )
 
-SCENARIOS: Final = ("hello", "stream", "upload", "blocking", "idle")
+SCENARIOS: Final = ("hello", "stream", "upload", "blocking", "file", "idle")
 UPLOAD_BYTES: Final = 64 * 1024
 BLOCKING_CONNECTIONS: Final = 64
+FILE_CONNECTIONS: Final = 16
 # Seconds a measurement costs beyond wrk's duration (server start and stop), and an idle
 # probe's, for the time estimate printed at the start.
 OVERHEAD_SECONDS: Final = 1.0
@@ -51,6 +52,7 @@ def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
         "stream": [Load("stream", "/stream", 16)],
         "upload": [Load("upload", "/upload", 16, ("post", str(UPLOAD_BYTES)))],
         "blocking": [Load("blocking", "/blocking", BLOCKING_CONNECTIONS)],
+        "file": [Load("file", "/file", FILE_CONNECTIONS, sample_rss=True)],
     }.get(scenario, [])
 
 
@@ -84,6 +86,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers run on (0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU wrk and the harness use (1)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="bench/results")
+    p.add_argument(
+        "--tag",
+        default="",
+        help="name the results <date>-<tag>.md/.png (a partial run beside the day's full one)",
+    )
     p.add_argument(
         "--readme",
         action="store_true",
@@ -268,8 +275,9 @@ class Harness:
 
     def write(self, date: str, started: float, load_average: tuple[float, ...]) -> Path:
         self.args.out.mkdir(parents=True, exist_ok=True)
-        md_path = self.args.out / f"{date}.md"
-        png_path = self.args.out / f"{date}.png"
+        name = f"{date}-{self.args.tag}" if self.args.tag else date
+        md_path = self.args.out / f"{name}.md"
+        png_path = self.args.out / f"{name}.png"
         title = (
             f"{date}, {report.cpu_model()}, Python {platform.python_version()}: server on one "
             f"CPU, wrk on another; medians of {self.args.runs} x {self.args.duration:g} s"
@@ -291,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ensure_wrk()
     if "idle" in args.scenarios:
         raise_fd_limit(args.idle_connections + 1024)
+    if "file" in args.scenarios:
+        apps.ensure_file()  # before any server reads it; then it is in the page cache
     harness = Harness(args, pick_cpus(args.server_cpu, args.client_cpu))
     load_average = os.getloadavg()
     if load_average[0] > 0.5:

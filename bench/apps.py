@@ -7,9 +7,12 @@ application's blocking database call would be.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Final
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -19,6 +22,10 @@ STREAM_CHUNK: Final = b"x" * (64 * 1024)
 STREAM_CHUNKS: Final = 16  # 16 x 64 KiB = 1 MiB
 BLOCKING_SECONDS: Final = 0.050  # a blocking database call
 UPLOAD_REPLY: Final = b"received\n"
+FILE_SIZE: Final = 16 * 1024 * 1024
+# PEP 3333's example block size, and werkzeug's wrap_file's (Flask's send_file).
+FILE_BLOCK_SIZE: Final = 8192
+FILE_PATH: Final = Path(tempfile.gettempdir()) / f"triowsgi-bench-{FILE_SIZE}.bin"
 
 
 def _text(start_response: StartResponse, body: bytes) -> list[bytes]:
@@ -55,14 +62,58 @@ def blocking(environ: Environ, start_response: StartResponse) -> Iterable[bytes]
     return _text(start_response, HELLO_BODY)
 
 
+def ensure_file() -> Path:
+    """Write the ``file`` scenario's file if it is missing (atomically: servers may race)."""
+    if not (FILE_PATH.exists() and FILE_PATH.stat().st_size == FILE_SIZE):
+        part = FILE_PATH.with_name(f"{FILE_PATH.name}.{os.getpid()}")
+        part.write_bytes(bytes(range(256)) * (FILE_SIZE // 256))
+        os.replace(part, FILE_PATH)
+    return FILE_PATH
+
+
+class FileBlocks:
+    """What an app sends where the server has no ``wsgi.file_wrapper`` (eventlet,
+    hypercorn): the file in blocks, closed by ``close()``, as werkzeug's fallback does."""
+
+    def __init__(self, file: BinaryIO, block_size: int) -> None:
+        self.file = file
+        self.block_size = block_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.file.read(self.block_size):
+            yield block
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def file(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    # A download as Django's FileResponse or Flask's send_file make it: an open file,
+    # Content-Length, and the server's wsgi.file_wrapper when it has one.
+    opened = FILE_PATH.open("rb")
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(FILE_SIZE))],
+    )
+    wrapper = environ.get("wsgi.file_wrapper", FileBlocks)
+    return wrapper(opened, FILE_BLOCK_SIZE)
+
+
 def not_found(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Length", "0")])
     return [b""]
 
 
-ROUTES: Final = {"/": hello, "/stream": stream, "/upload": upload, "/blocking": blocking}
+ROUTES: Final = {
+    "/": hello,
+    "/stream": stream,
+    "/upload": upload,
+    "/blocking": blocking,
+    "/file": file,
+}
 
 
 def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-    """The benchmark app: ``/`` hello, ``/stream``, ``/upload`` (POST), ``/blocking``."""
+    """The benchmark app: ``/`` hello, ``/stream``, ``/upload`` (POST), ``/blocking``,
+    ``/file`` (:func:`ensure_file` must have written the file)."""
     return ROUTES.get(environ["PATH_INFO"], not_found)(environ, start_response)

@@ -18,7 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from .servers import HOST, Running, pinned
+from .servers import HOST, Running, pinned, vm_rss_kib
+
+RSS_INTERVAL: Final = 0.25  # seconds between two reads of the server's RSS during a load
 
 WRK_SCRIPT: Final = Path(__file__).resolve().parent / "wrk.lua"
 WRK_TIMEOUT: Final = "5s"  # a request slower than this counts as a timeout error
@@ -37,6 +39,7 @@ class Load:
     path: str
     connections: int
     script_args: tuple[str, ...] = ()
+    sample_rss: bool = False  # read the server's RSS during the run
 
     def wrk_argv(self, port: int, seconds: float, cpu: int | None) -> list[str]:
         argv = ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds:g}s", "--latency"]
@@ -54,6 +57,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     errors: dict[str, int]  # connect, read, write, status (non-2xx/3xx), timeout
+    rss_kib: tuple[int, int] | None = None  # the server's RSS before the run, and its peak
 
     @property
     def rps(self) -> float:
@@ -67,7 +71,11 @@ class WrkResult:
 def run_wrk(load: Load, handle: Running, seconds: float, cpu: int | None) -> WrkResult:
     """Run wrk against ``handle`` for ``seconds``; raises RuntimeError if wrk fails."""
     argv = load.wrk_argv(handle.port, seconds, cpu)
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    if load.sample_rss:
+        done, rss = _run_sampling_rss(argv, handle, seconds + 60)
+    else:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+        rss = None
     for line in done.stdout.splitlines():
         if line.startswith(WRK_RESULT_PREFIX):
             data = json.loads(line.removeprefix(WRK_RESULT_PREFIX))
@@ -81,7 +89,30 @@ def run_wrk(load: Load, handle: Running, seconds: float, cpu: int | None) -> Wrk
         p50_ms=data["p50_us"] / 1e3,
         p99_ms=data["p99_us"] / 1e3,
         errors={k: int(data[k]) for k in ("connect", "read", "write", "status", "timeout")},
+        rss_kib=rss,
     )
+
+
+def _run_sampling_rss(
+    argv: list[str], handle: Running, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], tuple[int, int]]:
+    """Run wrk, reading the server's RSS every :data:`RSS_INTERVAL` meanwhile (the
+    process tree is found once: its processes don't change during a run)."""
+    pids = handle.pids()
+    before = peak = sum(map(vm_rss_kib, pids))
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as wrk:
+        while True:
+            try:
+                out, err = wrk.communicate(timeout=RSS_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                peak = max(peak, sum(map(vm_rss_kib, pids)))
+                if time.monotonic() > deadline:
+                    wrk.kill()
+                    raise
+    done = subprocess.CompletedProcess(argv, wrk.returncode, out, err)
+    return done, (before, peak)
 
 
 @dataclasses.dataclass(frozen=True)

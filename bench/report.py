@@ -158,6 +158,21 @@ def _throughput_row(results: Results, label: str, server: str) -> list[str]:
     return [label, server, rps, _ratio(results.ratio(label, server)), p50, p99, _errors(runs)]
 
 
+def memory_table(results: Results) -> list[str]:
+    """The server's RSS during the loads that sampled it (medians over the runs)."""
+    header = ["scenario", "server", "RSS before MiB", "RSS peak MiB", "growth MiB"]
+    rows = []
+    for label in results.loads:
+        for server in results.servers:
+            sampled = [r.rss_kib for r in results.wrk.get((label, server), ()) if r.rss_kib]
+            if sampled:
+                before = _median(b for b, _ in sampled) / 1024
+                peak = _median(p for _, p in sampled) / 1024
+                growth = f"{peak - before:.1f}"
+                rows.append([label, server, f"{before:.1f}", f"{peak:.1f}", growth])
+    return _table(header, rows) if rows else []
+
+
 def idle_table(results: Results) -> list[str]:
     header = ["server", "held", "RSS before MiB", "RSS after MiB", "KiB per connection"]
     header += ["vs eventlet", "fresh request ms (median / max)"]
@@ -189,6 +204,8 @@ def all_runs_table(results: Results) -> list[str]:
     for (label, server), runs in results.wrk.items():
         for n, r in enumerate(runs, 1):
             rps, errors = f"{r.rps:,.0f} req/s", str(r.error_count)
+            if r.rss_kib:
+                rps += f", RSS peak {r.rss_kib[1] / 1024:.1f} MiB"
             rows.append([label, server, str(n), rps, _ms(r.p50_ms), _ms(r.p99_ms), errors])
     for server, idle_runs in results.idle.items():
         for n, i in enumerate(idle_runs, 1):
@@ -209,6 +226,13 @@ def markdown(results: Results, info: RunInfo, packages: Iterable[str], chart: st
             "`vs eventlet`: the median req/s over eventlet's median req/s in this run. "
             "`errors`: the sum over the runs of socket errors (connect, read, write, and "
             f"timeout: no response within {WRK_TIMEOUT}) and non-2xx/3xx responses (status).",
+            "",
+        ]
+    if memory := memory_table(results):
+        lines += ["## Server memory under load", "", *memory, ""]
+        lines += [
+            "VmRSS of the server's process tree just before wrk starts, and its highest "
+            "value read every 0.25 s during the run; medians over the runs.",
             "",
         ]
     if results.idle:
@@ -245,6 +269,8 @@ def summary(
         lines += [f"![benchmark chart]({chart.as_posix()})", ""]
     if results.loads:
         lines += [*throughput_table(results), ""]
+    if memory := memory_table(results):
+        lines += [*memory, ""]
     if results.idle:
         lines += [*idle_table(results), ""]
     return "\n".join(lines)

@@ -179,7 +179,11 @@ class Running:
 
     def rss_kib(self) -> int:
         """Resident memory of the server's process tree (VmRSS), in KiB."""
-        return sum(map(_vm_rss_kib, _process_tree(self.pid)))
+        return sum(map(vm_rss_kib, self.pids()))
+
+    def pids(self) -> list[int]:
+        """The server's process tree."""
+        return _process_tree(self.pid)
 
 
 @contextlib.contextmanager
@@ -274,7 +278,7 @@ def _process_tree(root: int) -> list[int]:
     return tree
 
 
-def _vm_rss_kib(pid: int) -> int:
+def vm_rss_kib(pid: int) -> int:
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import resource
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import flask
@@ -16,6 +18,7 @@ import httpx
 import pytest
 import trio
 from conftest import RawClient, StartServer, hello_app
+from test_cli import TESTS_DIR, TIMEOUT, serving
 
 
 def echo_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -372,3 +375,31 @@ async def test_50_mb_download_streams_through(start_server: StartServer) -> None
     # The connection is still usable afterwards.
     await client.send(b"GET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (await client.read_until(b"\r\n")).startswith(b"HTTP/1.1 200")
+
+
+# -- Django's FileResponse ----------------------------------------------------------
+
+
+def test_django_file_response_goes_by_sendfile_through_the_cli(tmp_path: Path) -> None:
+    # Django hands FileResponse's file to wsgi.file_wrapper, and its response's close()
+    # to the file's close().
+    data = os.urandom(5 * 1024 * 1024 + 3)
+    (tmp_path / "download.bin").write_bytes(data)
+    env = {
+        "DJANGO_SETTINGS_MODULE": "djangoapp.settings",
+        "TRIOWSGI_TEST_FILE": str(tmp_path / "download.bin"),
+    }
+    with serving(
+        "--bind", "127.0.0.1:0", "djangoapp.wsgi:application", cwd=TESTS_DIR, env=env
+    ) as server:
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=TIMEOUT) as client:
+            for _ in range(2):  # one keep-alive connection
+                response = client.get("/download/")
+                assert response.status_code == 200
+                assert response.headers["content-length"] == str(len(data) - 10)
+                assert (
+                    hashlib.sha256(response.content).digest() == hashlib.sha256(data[10:]).digest()
+                )
+                server.wait_for("django request finished")
+        assert server.stop() == 0
+    assert not [line for line in server.output if "django file read" in line]

@@ -29,6 +29,7 @@ from ._errors import (
     SocketTimeout,
     error_body,
 )
+from ._files import SENDFILE, send_span, sendfile_now, start_body
 from ._h11 import h11
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
@@ -236,6 +237,7 @@ class HTTPConnection:
             capitalize_names=self._config.capitalize_response_headers,
             close_connection=self._must_close,
             send_from_thread=self._send_from_thread,
+            sendfile=SENDFILE and self._direct is not None,
         )
         # Counted before the app runs: a client that has its response sees itself counted.
         self._stats.requests_served += 1
@@ -284,6 +286,9 @@ class HTTPConnection:
                 if not self._sends_body:  # HEAD: the head is all the client gets
                     await self._in_thread(responder.close)
                     await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
+                    return responder.status_code
+                if responder.file is not None:  # wsgi.file_wrapper: by sendfile
+                    await self._send_file(responder)
                     return responder.status_code
                 done, unsent = await self._in_thread(
                     self._produce, responder, responder.next_batch
@@ -345,6 +350,8 @@ class HTTPConnection:
             if self._direct is None:
                 return batch.done, pieces
             pieces = self._direct.write(pieces)
+            if responder.file is not None and self._sends_body:
+                return self._start_file(responder, pieces)
             if batch.done or pieces or not self._sends_body or self._workers.saturated:
                 return batch.done, pieces
             step = responder.next_batch
@@ -394,17 +401,8 @@ class HTTPConnection:
             # As send_all() after an immediate write: the other connections get a turn.
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        assert isinstance(self._stream, trio.SocketStream)
-        sock = self._stream.socket
-        timeout = self._send_timeout
         while pieces:
-            try:
-                with trio.move_on_after(timeout) as scope:
-                    await trio.lowlevel.wait_writable(sock)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise ClientDisconnected(str(exc)) from exc
-            if scope.cancelled_caught:
-                raise SocketTimeout(f"the client took no response bytes for {timeout} s")
+            await self._wait_writable()
             pieces = direct.write(pieces)
 
     async def _send_stream(self, data: bytes | memoryview) -> None:
@@ -424,6 +422,53 @@ class HTTPConnection:
                     raise SocketTimeout(f"the client took no response bytes for {timeout} s")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
+
+    def _start_file(self, responder: Responder, unsent: Pieces) -> tuple[bool, Pieces]:
+        """In the app's thread, once the head is framed: the ``wsgi.file_wrapper`` body
+        of ``responder.file``, as :meth:`_produce` returns. What the socket takes of it
+        at once goes now, by one sendfile; :meth:`_send_file` sends the rest."""
+        assert responder.file is not None and self._direct is not None
+        try:
+            self._body_bytes += len(responder.file)
+            start_body(self._reader.conn, responder.file)
+            if not unsent:  # the head went whole
+                responder.file = sendfile_now(self._direct, responder.file)
+            if responder.file is not None:
+                return False, unsent
+            responder.close()
+            return True, [self._reader.conn.send(h11.EndOfMessage())]
+        except BaseException:
+            responder.close()  # as Responder closes its result on an error
+            raise
+
+    async def _send_file(self, responder: Responder) -> None:
+        """The rest of ``responder.file``, by sendfile from the connection task (no thread
+        is held while the client reads); then the result's ``close()``, in a thread."""
+        assert responder.file is not None and self._direct is not None
+        try:
+            await send_span(self._direct, responder.file, self._wait_writable)
+        except (ClientDisconnected, SocketTimeout):
+            raise  # _run_app closes the result
+        except Exception:
+            # The file ended early or could not be read: an app error (_run_app logs it
+            # and closes the connection); the result is closed as the thread would.
+            await self._close_result(responder)
+            raise
+        await self._in_thread(responder.close)
+        await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
+
+    async def _wait_writable(self) -> None:
+        """Wait until a plain socket takes more bytes (direct writes, sendfile): at most
+        ``send_timeout`` (and ``socket_timeout``)."""
+        assert isinstance(self._stream, trio.SocketStream)
+        timeout = self._send_timeout
+        try:
+            with trio.move_on_after(timeout) as scope:
+                await trio.lowlevel.wait_writable(self._stream.socket)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        if scope.cancelled_caught:
+            raise SocketTimeout(f"the client took no response bytes for {timeout} s")
 
     async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
         """A complete response of the server's own, then the connection closes.

@@ -7,6 +7,8 @@ between the app's return and the client's first byte. On a plain socket the work
 produced the bytes writes them itself, with one non-blocking ``writev``; only what the
 kernel does not take at once goes back to the connection task, which waits for the
 socket (with ``socket_timeout``) as before. TLS streams go through ``trio.SSLStream``.
+The connection task sends ``wsgi.file_wrapper`` bodies by :meth:`DirectSocket.sendfile`
+(see :mod:`._files`).
 
 Reading, the connection task tries :meth:`DirectSocket.read_nowait` before it parks an
 idle connection in ``trio.lowlevel.wait_readable``: a shallower wait than
@@ -20,6 +22,7 @@ once it decides to close (an abandoned worker must never write to a reused descr
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from typing import TypeAlias, final
@@ -64,6 +67,28 @@ class DirectSocket:
             except OSError as exc:  # EPIPE, ECONNRESET: the client went away
                 raise ClientDisconnected(str(exc)) from exc
         return _rest(pieces, sent)
+
+    def sendfile(self, in_fd: int, offset: int, count: int) -> int | None:
+        """Send up to ``count`` bytes of the file ``in_fd`` from ``offset``, as many as the
+        socket takes now; how many (0 at the file's end), or None if it takes none now.
+
+        Raises:
+            ClientDisconnected: the client is gone, or the connection was closed.
+            OSError: reading the file failed.
+        """
+        with self._lock:
+            if self._closed:  # the descriptor's number may belong to another socket now
+                raise ClientDisconnected("the connection was closed")
+            try:
+                return os.sendfile(self._fd, in_fd, offset, count)
+            except BlockingIOError:
+                return None
+            except (ConnectionError, TimeoutError) as exc:  # EPIPE, ECONNRESET, ETIMEDOUT
+                raise ClientDisconnected(str(exc)) from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOTCONN:
+                    raise ClientDisconnected(str(exc)) from exc
+                raise
 
     def read_nowait(self, max_bytes: int) -> bytes | None:
         """What the client sent, if anything has arrived (``b""`` at EOF); None if not.

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import unquote
 
+from ._files import FileSpan, FileWrapper, file_span
 from ._h11 import h11
 from ._input import Input
 from ._request import ABSOLUTE_FORM_RE
@@ -89,6 +90,7 @@ def build_environ(
         "wsgi.multiprocess": False,
         "wsgi.run_once": False,
         "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
         "triowsgi.posthooks": posthooks,
         "eventlet.posthooks": posthooks,
     }
@@ -171,6 +173,10 @@ class Responder:
     sends a :class:`Batch` from that thread, blocking until the connection wrote it;
     ``write()`` uses it. The result's ``close()`` is called exactly once, by whichever
     of :meth:`call_app`, :meth:`next_batch` or :meth:`close` sees the end.
+
+    With ``sendfile``, a ``wsgi.file_wrapper`` result of a regular file is not iterated:
+    :meth:`call_app` returns its head and sets :attr:`file` to the bytes the connection
+    sends by sendfile before it calls :meth:`close`.
     """
 
     def __init__(
@@ -183,6 +189,7 @@ class Responder:
         capitalize_names: bool,
         close_connection: Callable[[], bool],
         send_from_thread: Callable[[Batch], None],
+        sendfile: bool = False,
     ) -> None:
         self._app = app
         self.environ = environ
@@ -191,6 +198,7 @@ class Responder:
         self._capitalize = capitalize_names
         self._close_connection = close_connection
         self._send_from_thread = send_from_thread
+        self._sendfile = sendfile
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.status_code = 0
@@ -198,6 +206,9 @@ class Responder:
         self._result: Iterable[bytes] | None = None
         self._iterator: Iterator[bytes] | None = None
         self._closed = False
+        # Set by call_app when the body is a file for the connection task to send by
+        # sendfile; the result is then closed by close() once it went out.
+        self.file: FileSpan | None = None
 
     def start_response(
         self,
@@ -234,6 +245,8 @@ class Responder:
                 self.close()
                 return Batch(self._head(length), chunks, done=True)
             self._iterator = iter(result)
+            if self._sendfile and not self.head_sent and (span := file_span(result)):
+                return self._file_batch(span)
             for key in CHUNK_SIZE_KEYS:
                 if key in self.environ:
                     self._chunk_size = int(self.environ[key])
@@ -260,6 +273,18 @@ class Responder:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
+
+    def _file_batch(self, span: FileSpan) -> Batch:
+        """The head of a response whose body is ``span`` (:attr:`file`), Content-Length
+        framed: the app's Content-Length, else the rest of the file. Without one (a 204
+        or 304; a Transfer-Encoding the app set) the result is iterated as usual."""
+        head = self._head(span.count)
+        assert head is not None
+        headers = dict(head.headers)  # lower-case names; h11 allows one Content-Length
+        length = headers.get(b"content-length")
+        if length is not None and b"transfer-encoding" not in headers:
+            self.file = FileSpan(span.fd, span.offset, int(length))
+        return Batch(head, [], done=False)
 
     def _collect(self) -> Batch:
         assert self._iterator is not None

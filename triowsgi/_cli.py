@@ -2,7 +2,7 @@
 
 Flags follow gunicorn's and uvicorn's names. SIGTERM or SIGINT starts a graceful shutdown
 (listeners closed, requests in flight finish within ``--graceful-timeout``, exit 0); a
-second signal exits at once.
+second signal ends the grace period at once (exit status 143). See triowsgi/_signals.py.
 """
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import socket
 import ssl
 import stat
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 import trio
 
 from . import __version__
+from ._config import Config
 from ._logging import ACCESS_LOGGER
-from ._server import ServerHandle, serve_listeners
+from ._server import serve_main
+from ._signals import Stop
 from ._wsgi import WSGIApp
 
 __all__ = ["main"]
@@ -53,11 +55,11 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.exit(1)
     _configure_logging(args.log_level, access_log=args.access_log)
     try:
-        trio.run(_run, app, args.bind or [f"{args.host}:{args.port}"], ssl_context, options)
+        stop = trio.run(_run, app, args.bind or [f"{args.host}:{args.port}"], ssl_context, options)
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(FORCED_EXIT_STATUS if stop is Stop.FORCED else 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,8 +183,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["keepalive"] = args.keepalive
     if args.debug:
         options["debug"] = True
-    from ._config import Config
-
     try:
         Config.from_options(**options)
     except (TypeError, ValueError) as exc:
@@ -198,7 +198,7 @@ def _configure_logging(level: str, *, access_log: bool) -> None:
 
 async def _run(
     app: WSGIApp, binds: list[str], ssl_context: ssl.SSLContext | None, options: dict[str, Any]
-) -> None:
+) -> Stop:
     listeners: list[Listener] = []
     for bind in binds:
         listeners += await open_listeners(bind)
@@ -206,30 +206,8 @@ async def _run(
         listeners = [
             trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
         ]
-    # Signals are caught before the server says it is up: a supervisor may send SIGTERM
-    # as soon as it reads the start-up line.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            serve_scope = trio.CancelScope()
-
-            async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
-                with serve_scope:
-                    await serve_listeners(app, listeners, task_status=task_status, **options)
-                nursery.cancel_scope.cancel()  # the server is done: stop watching signals
-
-            nursery.start_soon(_watch_signals, signals, serve_scope)
-            await nursery.start(run_server)
-
-
-async def _watch_signals(signals: AsyncIterator[int], serve_scope: trio.CancelScope) -> None:
-    async for signum in signals:
-        if serve_scope.cancel_called:
-            logging.getLogger("triowsgi.error").warning("second signal: exiting now")
-            os._exit(FORCED_EXIT_STATUS)
-        logging.getLogger("triowsgi.error").info(
-            f"{signal.Signals(signum).name}: shutting down gracefully"
-        )
-        serve_scope.cancel()
+    config = Config.from_options(**options)
+    return await serve_main(app, listeners, config, trio.TASK_STATUS_IGNORED, True)
 
 
 async def open_listeners(bind: str) -> list[Listener]:

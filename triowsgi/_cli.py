@@ -8,6 +8,7 @@ second signal ends the grace period at once (exit status 143). See triowsgi/_sig
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -199,22 +200,24 @@ def _configure_logging(level: str, *, access_log: bool) -> None:
 async def _run(
     app: WSGIApp, binds: list[str], ssl_context: ssl.SSLContext | None, options: dict[str, Any]
 ) -> Stop:
-    listeners: list[Listener] = []
-    for bind in binds:
-        listeners += await open_listeners(bind)
-    if ssl_context is not None:
-        listeners = [
-            trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
-        ]
-    config = Config.from_options(**options)
-    return await serve_main(app, listeners, config, trio.TASK_STATUS_IGNORED, True)
+    with contextlib.ExitStack() as socket_files:  # removed on the way out
+        listeners: list[Listener] = []
+        for bind in binds:
+            listeners += await open_listeners(bind, socket_files)
+        if ssl_context is not None:
+            listeners = [
+                trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
+            ]
+        config = Config.from_options(**options)
+        return await serve_main(app, listeners, config, trio.TASK_STATUS_IGNORED, True)
 
 
-async def open_listeners(bind: str) -> list[Listener]:
+async def open_listeners(bind: str, socket_files: contextlib.ExitStack) -> list[Listener]:
     """Listeners for one ``--bind`` value: ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` or
-    ``fd://N`` (an inherited listening socket, e.g. from systemd)."""
+    ``fd://N`` (an inherited listening socket, e.g. from systemd). A unix socket's file
+    is removed when ``socket_files`` closes, if it is still the one made here."""
     if bind.startswith("unix:"):
-        return [await _unix_listener(bind[len("unix:") :])]
+        return [await _unix_listener(bind[len("unix:") :], socket_files)]
     if bind.startswith("fd://"):
         return [_fd_listener(bind[len("fd://") :])]
     host, sep, port = bind.rpartition(":")
@@ -227,17 +230,29 @@ async def open_listeners(bind: str) -> list[Listener]:
         raise CLIError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
 
-async def _unix_listener(path: str) -> Listener:
+async def _unix_listener(path: str, socket_files: contextlib.ExitStack) -> Listener:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if _is_stale_socket(path):
             os.unlink(path)  # left by a previous run; anything else is never deleted
         await sock.bind(path)
+        socket_files.callback(_remove_if_same, path, os.stat(path))
         sock.listen(socket.SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise CLIError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
     return trio.SocketListener(sock)
+
+
+def _remove_if_same(path: str, made: os.stat_result) -> None:
+    """Remove the socket file ``made`` at ``path``, unless something replaced it since
+    (another server that took the path over, a file the user put there)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return
+    if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+        os.unlink(path)
 
 
 def _is_stale_socket(path: str) -> bool:
@@ -258,11 +273,26 @@ def _is_stale_socket(path: str) -> bool:
 
 
 def _fd_listener(number: str) -> Listener:
+    sock = inherited_socket(number)
+    sock.setblocking(False)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def inherited_socket(number: str) -> socket.socket:
+    """The listening stream socket that ``--bind fd://NUMBER`` names, or a CLIError
+    that says what is wrong with it."""
     if not number.isdigit():
         raise CLIError(f"--bind fd://{number}: expected a file descriptor number")
     try:
         sock = socket.socket(fileno=int(number))
     except OSError as exc:
-        raise CLIError(f"fd://{number} is not a socket: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        raise CLIError(f"--bind fd://{number} is not a socket: {exc.strerror or exc}") from None
+    problem = None
+    if sock.type != socket.SOCK_STREAM:
+        problem = f"is a {sock.type.name} socket, not a stream socket (SOCK_STREAM)"
+    elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        problem = "is a socket that is not listening (call listen() before passing it on)"
+    if problem is not None:
+        sock.detach()  # the descriptor is the caller's
+        raise CLIError(f"--bind fd://{number} {problem}")
+    return sock

@@ -78,6 +78,47 @@ WATCH_INTERVAL: Final = 0.2
 # After QUIT or INT, how long requests in flight may delay the exit (gunicorn's own
 # workers sleep this long before exiting).
 QUICK_EXIT_SECONDS: Final = 0.1
+# The arbiter's signals to a worker that a booting worker must not lose (see
+# _BootSignals).
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+class _BootSignals:
+    """Holds the stop signals back from a new worker until its own handlers are in place.
+
+    Between the arbiter's fork() and the worker's init_signals(), the worker still has
+    the arbiter's handlers, which queue a signal for the arbiter's loop: in the worker's
+    copy of the arbiter, which never runs (gunicorn#1910). A TERM that came then was lost:
+    the worker booted and served on, and the arbiter's graceful stop waited its whole
+    ``--graceful-timeout`` before SIGKILLing it. So the signals are blocked in the
+    arbiter around the fork of a worker; the worker inherits the mask, with whatever
+    arrived in the meantime pending, and unblocks it once its handlers are installed.
+    """
+
+    def __init__(self) -> None:
+        self._armed = False
+        self._previous_mask: set[int | signal.Signals] | None = None
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._restore)
+
+    def arm(self) -> None:
+        """The next fork is a worker's (the arbiter creates it just before forking)."""
+        self._armed = True
+
+    def _before_fork(self) -> None:
+        if self._armed:
+            self._armed = False
+            self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def _restore(self) -> None:
+        """In the arbiter after the fork; in the worker once its handlers are in place."""
+        if self._previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+            self._previous_mask = None
+
+    release = _restore
+
+
+_boot_signals = _BootSignals()
 
 
 def options_from_config(cfg: Any) -> dict[str, Any]:
@@ -98,11 +139,16 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
 
     _quit_timer: threading.Timer | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _boot_signals.arm()
+
     def init_signals(self) -> None:
         super().init_signals()
         # Trio wakes its loop on signals through its own wakeup fd (and warns if one is
         # already set); TERM, QUIT and INT are handled inside the loop, see _serve.
         signal.set_wakeup_fd(-1)
+        _boot_signals.release()  # a stop signal that came during the boot arrives now
 
     def run(self) -> None:
         options = options_from_config(self.cfg)  # fails (worker boot error) if invalid

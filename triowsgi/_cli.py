@@ -25,6 +25,7 @@ import trio
 from . import __version__
 from ._config import Config
 from ._logging import ACCESS_LOGGER
+from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
 from ._server import serve_main
 from ._signals import Stop
 from ._wsgi import WSGIApp
@@ -47,20 +48,47 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line; never returns."""
     parser = _parser()
     args = parser.parse_args(argv)
+    binds = args.bind or [f"{args.host}:{args.port}"]
     try:
-        app = load_app(args.app, factory=args.factory)
+        if args.workers < 1:
+            raise CLIError(f"--workers must be at least 1, not {args.workers}")
         ssl_context = _ssl_context(args.certfile, args.keyfile)
         options = _options(args)
+        if args.workers > 1:
+            _run_processes(args, binds, options)
+        app = load_app(args.app, factory=args.factory)
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
     _configure_logging(args.log_level, access_log=args.access_log)
     try:
-        stop = trio.run(_run, app, args.bind or [f"{args.host}:{args.port}"], ssl_context, options)
+        stop = trio.run(_run, app, binds, ssl_context, options)
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(FORCED_EXIT_STATUS if stop is Stop.FORCED else 0)
+
+
+def _run_processes(
+    args: argparse.Namespace, binds: list[str], options: dict[str, Any]
+) -> NoReturn:
+    """``--workers N``: gunicorn's arbiter and N worker processes (see _processes.py)."""
+    _split_spec(args.app)  # the workers import the app; the shape can be checked now
+    settings = arbiter_settings(
+        workers=args.workers,
+        binds=[gunicorn_bind(bind) for bind in binds],
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    try:
+        run_arbiter(args.app, args.factory, settings, options)
+    except ImportError as exc:
+        if exc.name != "gunicorn" and not (exc.name or "").startswith("gunicorn."):
+            raise
+        raise CLIError(GUNICORN_MISSING) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--host", default=DEFAULT_HOST, help=f"host to bind (default {DEFAULT_HOST})")
     add("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
     add("--factory", action="store_true", help="MODULE:ATTRIBUTE is a callable returning the app")
+    add(
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, under gunicorn's arbiter when more than 1 (needs triowsgi[gunicorn])",
+    )
     add("--certfile", help="TLS certificate (PEM); serves HTTPS with --keyfile")
     add("--keyfile", help="TLS private key (PEM)")
     add("--threads", type=int, help="worker threads for the app (default 128)")
@@ -126,9 +161,7 @@ def _parser() -> argparse.ArgumentParser:
 def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
     """Import ``MODULE:ATTRIBUTE`` (the current directory first on the path, as for
     gunicorn); with ``factory``, call it to get the app."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    module_name, attribute = _split_spec(spec)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -146,6 +179,13 @@ def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
     if not callable(app):
         raise CLIError(f"{spec} is not callable: {type(app).__name__}")
     return app  # type: ignore[no-any-return]
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    return module_name, attribute
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
@@ -220,14 +260,31 @@ async def open_listeners(bind: str, socket_files: contextlib.ExitStack) -> list[
         return [await _unix_listener(bind[len("unix:") :], socket_files)]
     if bind.startswith("fd://"):
         return [_fd_listener(bind[len("fd://") :])]
+    host, port = _host_and_port(bind)
+    try:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+
+
+def gunicorn_bind(bind: str) -> str:
+    """``bind`` as gunicorn's ``--bind`` says it (an empty host is 127.0.0.1 here), or
+    the CLIError :func:`open_listeners` would raise for it (the arbiter would print a
+    traceback)."""
+    if bind.startswith("fd://"):
+        inherited_socket(bind[len("fd://") :]).detach()
+        return bind
+    if bind.startswith("unix:"):
+        return bind
+    host, port = _host_and_port(bind)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _host_and_port(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit():
         raise CLIError(f"--bind {bind!r}: expected HOST:PORT, [::]:PORT, unix:PATH or fd://N")
-    host = host.strip("[]") or DEFAULT_HOST
-    try:
-        return list(await trio.open_tcp_listeners(int(port), host=host))
-    except OSError as exc:
-        raise CLIError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+    return host.strip("[]") or DEFAULT_HOST, int(port)
 
 
 async def _unix_listener(path: str, socket_files: contextlib.ExitStack) -> Listener:

@@ -151,7 +151,10 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
         _boot_signals.release()  # a stop signal that came during the boot arrives now
 
     def run(self) -> None:
-        options = options_from_config(self.cfg)  # fails (worker boot error) if invalid
+        # ``triowsgi --workers`` gives its flags as triowsgi options (_processes.py);
+        # under gunicorn's own command they come from its settings.
+        given = getattr(self.app, "triowsgi_options", None)
+        options = options_from_config(self.cfg) if given is None else given
         self._route_logs()
         try:
             trio.run(self._serve, options)

@@ -8,6 +8,7 @@ The servers are real processes; readiness is their output lines, never a sleep.
 from __future__ import annotations
 
 import http.client
+import signal
 import subprocess
 import sys
 import textwrap
@@ -94,6 +95,27 @@ def test_two_workers_answer_and_term_drains_a_request_in_flight(app_dir: Path) -
         assert server.wait_exit() == 0
     assert sum("wsgi exiting" in line for line in server.output) == 2
     assert not any("Traceback" in line for line in server.output)
+
+
+VERSIONED_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"version {version}"]
+"""
+
+
+def test_hup_replaces_the_workers_which_serve_the_new_code(app_dir: Path) -> None:
+    (app_dir / "versioned.py").write_text(VERSIONED_APP.format(version=1))
+    args = ("--workers", "2", "--bind", "127.0.0.1:0", "versioned:app")
+    # No .pyc: one written in the same second as the new source could stand for it.
+    with serving(*args, cwd=app_dir, env={"PYTHONDONTWRITEBYTECODE": "1"}) as server:
+        assert request(server.port) == (200, "version 1")
+        (app_dir / "versioned.py").write_text(VERSIONED_APP.format(version=2))
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + TIMEOUT
+        while request(server.port) != (200, "version 2"):  # old workers finish first
+            assert time.monotonic() < deadline, "the new code is never served"
+        assert server.stop() == 0
 
 
 def test_flags_reach_the_workers_as_triowsgi_options(app_dir: Path) -> None:

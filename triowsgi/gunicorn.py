@@ -4,16 +4,20 @@ Install ``triowsgi[gunicorn]``, then::
 
     gunicorn -k triowsgi.gunicorn.Worker -w 4 -b 0.0.0.0:8000 myproject.wsgi:application
 
+(or ``triowsgi --workers 4 --bind 0.0.0.0:8000 myproject.wsgi:application``, the same
+arbiter and worker configured with triowsgi's flags: see ``triowsgi/_processes.py``).
+
 Each worker process runs one Trio event loop serving the app on the listening sockets it
 inherits from gunicorn's arbiter (TCP or unix; TLS with ``--certfile``/``--keyfile``).
 The arbiter manages workers as it does its own: ``HUP`` replaces them, ``TTIN``/``TTOU``
 resize, ``TERM`` stops gracefully (listeners closed, requests in flight finish within
 ``--graceful-timeout``), ``QUIT``/``INT`` stop at once (a worker with requests still
 in flight 0.1 s later exits without unwinding, so ``worker_exit`` does not run),
-``--max-requests`` recycles workers. Each worker notifies the arbiter from its event
-loop, so ``--timeout`` replaces a worker whose loop is stuck; the app runs in threads,
-so one slow request is not a stuck worker (``--graceful-timeout`` still bounds requests
-at shutdown).
+``--max-requests`` recycles workers. A stop signal that reaches a worker still booting
+takes effect once it has booted (see ``_BootSignals``). Each worker notifies the arbiter
+from its event loop, so ``--timeout`` replaces a worker whose loop is stuck; the app runs
+in threads, so one slow request is not a stuck worker (``--graceful-timeout`` still
+bounds requests at shutdown).
 
 gunicorn settings that apply:
 

@@ -193,7 +193,11 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                     app = self._counting(self.wsgi, serving)
                     with serving:
                         await serve_listeners(
-                            app, self._listeners(), task_status=task_status, **options
+                            app,
+                            self._listeners(),
+                            handle_signals=False,  # gunicorn's signals, handled here
+                            task_status=task_status,
+                            **options,
                         )
                     nursery.cancel_scope.cancel()  # served its last request: stop watching
 

@@ -274,6 +274,20 @@ def test_serves_a_unix_socket(app_dir: Path, short_dir: Path) -> None:
         assert head.startswith(b"HTTP/1.1 200 OK\r\n")
         assert json.loads(body)["path"] == "/over-unix"
         assert server.stop() == 0
+    assert not path.exists()  # the socket file goes with the server
+
+
+def test_leaves_a_socket_file_that_replaced_its_own(app_dir: Path, short_dir: Path) -> None:
+    path = short_dir / "triowsgi.sock"
+    with serving("--bind", f"unix:{path}", "plainapp:app", cwd=app_dir) as server:
+        path.unlink()  # someone else's server takes the path over
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+            other.bind(str(path))
+            other.listen()
+            assert server.stop() == 0
+            other.settimeout(TIMEOUT)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(str(path))  # still there, still the other server's
 
 
 def test_replaces_a_stale_unix_socket_file(app_dir: Path, short_dir: Path) -> None:
@@ -318,6 +332,33 @@ def test_serves_an_inherited_socket_with_fd_bind(app_dir: Path) -> None:
             assert server.output[-1].endswith(f"http://127.0.0.1:{port}")
             assert get_json(f"http://127.0.0.1:{port}/inherited")["path"] == "/inherited"
             assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: socket.socket(), "is a socket that is not listening"),
+        (lambda: socket.socket(type=socket.SOCK_DGRAM), "is a SOCK_DGRAM socket, not a stream"),
+        (lambda: open(os.devnull, "rb"), "is not a socket"),  # noqa: SIM115 (the test closes it)
+    ],
+    ids=["not-listening", "datagram", "not-a-socket"],
+)
+def test_fd_bind_of_something_else_is_one_error_line(
+    app_dir: Path, make: Any, problem: str
+) -> None:
+    with make() as thing:
+        fd = thing.fileno()
+        result = subprocess.run(
+            [sys.executable, "-m", "triowsgi", "--bind", f"fd://{fd}", "plainapp:app"],
+            cwd=app_dir,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            pass_fds=(fd,),
+        )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"triowsgi: error: --bind fd://{fd} {problem}")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_factory_calls_the_attribute_to_get_the_app(app_dir: Path) -> None:

@@ -72,6 +72,13 @@ class Gunicorn:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_for_log(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + PATIENCE
+        while not (match := re.search(pattern, self.log_text())):
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.log_text()}"
+            time.sleep(0.05)
+        return match
+
     def signal(self, signum: int) -> None:
         os.kill(self.proc.pid, signum)
 
@@ -277,8 +284,39 @@ def test_term_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) -> No
         finally:
             slow.join()
         assert time.monotonic() - stopping < 5  # within the grace period
+    # Both workers stopped by themselves, the one still booting at the TERM included
+    # (see the next test): the arbiter SIGKILLed neither.
+    assert server.log_text().count("wsgi exiting") == 2
     assert result[0][0] == 200
     assert int(result[0][1]) != server.proc.pid
+
+
+# A post_fork hook that holds each new worker before it installs its signal handlers,
+# until the test creates the file "go".
+HOLD_NEW_WORKERS = """
+import os
+import time
+
+
+def post_fork(server, worker):
+    deadline = time.monotonic() + {patience}
+    while not os.path.exists({go!r}) and time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+
+
+def test_a_worker_sent_term_while_it_boots_stops_once_booted(tmp_path: Path) -> None:
+    # gunicorn#1910: until the worker installs its handlers, the arbiter's handlers it
+    # inherited swallowed the signal, and the worker served on until SIGKILLed at the
+    # end of the arbiter's graceful timeout.
+    config = tmp_path / "hold.py"
+    config.write_text(HOLD_NEW_WORKERS.format(patience=PATIENCE, go=str(tmp_path / "go")))
+    with gunicorn(tmp_path, "-w", "1", "-c", str(config)) as server:
+        booting = int(server.wait_for_log(r"Booting worker with pid: (\d+)")[1])
+        os.kill(booting, signal.SIGTERM)  # as the arbiter's graceful stop does
+        (tmp_path / "go").touch()
+        server.wait_for_log(rf"\[{booting}\] \[INFO\] \({booting}\) wsgi exiting")
+        server.wait_for_log(rf"Worker exiting \(pid: {booting}\)")
 
 
 def test_quit_exits_without_waiting_for_requests(tmp_path: Path) -> None:

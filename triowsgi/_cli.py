@@ -2,12 +2,13 @@
 
 Flags follow gunicorn's and uvicorn's names. SIGTERM or SIGINT starts a graceful shutdown
 (listeners closed, requests in flight finish within ``--graceful-timeout``, exit 0); a
-second signal exits at once.
+second signal ends the grace period at once (exit status 143). See triowsgi/_signals.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -16,14 +17,17 @@ import socket
 import ssl
 import stat
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NoReturn
 
 import trio
 
 from . import __version__
+from ._config import Config
 from ._logging import ACCESS_LOGGER
-from ._server import ServerHandle, serve_listeners
+from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
+from ._server import serve_main
+from ._signals import Stop
 from ._wsgi import WSGIApp
 
 __all__ = ["main"]
@@ -44,20 +48,47 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line; never returns."""
     parser = _parser()
     args = parser.parse_args(argv)
+    binds = args.bind or [f"{args.host}:{args.port}"]
     try:
-        app = load_app(args.app, factory=args.factory)
+        if args.workers < 1:
+            raise CLIError(f"--workers must be at least 1, not {args.workers}")
         ssl_context = _ssl_context(args.certfile, args.keyfile)
         options = _options(args)
+        if args.workers > 1:
+            _run_processes(args, binds, options)
+        app = load_app(args.app, factory=args.factory)
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
     _configure_logging(args.log_level, access_log=args.access_log)
     try:
-        trio.run(_run, app, args.bind or [f"{args.host}:{args.port}"], ssl_context, options)
+        stop = trio.run(_run, app, binds, ssl_context, options)
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(FORCED_EXIT_STATUS if stop is Stop.FORCED else 0)
+
+
+def _run_processes(
+    args: argparse.Namespace, binds: list[str], options: dict[str, Any]
+) -> NoReturn:
+    """``--workers N``: gunicorn's arbiter and N worker processes (see _processes.py)."""
+    _split_spec(args.app)  # the workers import the app; the shape can be checked now
+    settings = arbiter_settings(
+        workers=args.workers,
+        binds=[gunicorn_bind(bind) for bind in binds],
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+        graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
+    try:
+        run_arbiter(args.app, args.factory, settings, options)
+    except ImportError as exc:
+        if exc.name != "gunicorn" and not (exc.name or "").startswith("gunicorn."):
+            raise
+        raise CLIError(GUNICORN_MISSING) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--host", default=DEFAULT_HOST, help=f"host to bind (default {DEFAULT_HOST})")
     add("--port", type=int, default=DEFAULT_PORT, help=f"port to bind (default {DEFAULT_PORT})")
     add("--factory", action="store_true", help="MODULE:ATTRIBUTE is a callable returning the app")
+    add(
+        "-w",
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, under gunicorn's arbiter when more than 1 (needs triowsgi[gunicorn])",
+    )
     add("--certfile", help="TLS certificate (PEM); serves HTTPS with --keyfile")
     add("--keyfile", help="TLS private key (PEM)")
     add("--threads", type=int, help="worker threads for the app (default 128)")
@@ -144,9 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
     """Import ``MODULE:ATTRIBUTE`` (the current directory first on the path, as for
     gunicorn); with ``factory``, call it to get the app."""
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    module_name, attribute = _split_spec(spec)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -164,6 +200,13 @@ def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
     if not callable(app):
         raise CLIError(f"{spec} is not callable: {type(app).__name__}")
     return app  # type: ignore[no-any-return]
+
+
+def _split_spec(spec: str) -> tuple[str, str]:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    return module_name, attribute
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
@@ -205,8 +248,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["keepalive"] = args.keepalive
     if args.debug:
         options["debug"] = True
-    from ._config import Config
-
     try:
         Config.from_options(**options)
     except (TypeError, ValueError) as exc:
@@ -222,68 +263,77 @@ def _configure_logging(level: str, *, access_log: bool) -> None:
 
 async def _run(
     app: WSGIApp, binds: list[str], ssl_context: ssl.SSLContext | None, options: dict[str, Any]
-) -> None:
-    listeners: list[Listener] = []
-    for bind in binds:
-        listeners += await open_listeners(bind)
-    if ssl_context is not None:
-        listeners = [
-            trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
-        ]
-    # Signals are caught before the server says it is up: a supervisor may send SIGTERM
-    # as soon as it reads the start-up line.
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            serve_scope = trio.CancelScope()
-
-            async def run_server(task_status: trio.TaskStatus[ServerHandle]) -> None:
-                with serve_scope:
-                    await serve_listeners(app, listeners, task_status=task_status, **options)
-                nursery.cancel_scope.cancel()  # the server is done: stop watching signals
-
-            nursery.start_soon(_watch_signals, signals, serve_scope)
-            await nursery.start(run_server)
+) -> Stop:
+    with contextlib.ExitStack() as socket_files:  # removed on the way out
+        listeners: list[Listener] = []
+        for bind in binds:
+            listeners += await open_listeners(bind, socket_files)
+        if ssl_context is not None:
+            listeners = [
+                trio.SSLListener(lst, ssl_context, https_compatible=True) for lst in listeners
+            ]
+        config = Config.from_options(**options)
+        return await serve_main(app, listeners, config, trio.TASK_STATUS_IGNORED, True)
 
 
-async def _watch_signals(signals: AsyncIterator[int], serve_scope: trio.CancelScope) -> None:
-    async for signum in signals:
-        if serve_scope.cancel_called:
-            logging.getLogger("triowsgi.error").warning("second signal: exiting now")
-            os._exit(FORCED_EXIT_STATUS)
-        logging.getLogger("triowsgi.error").info(
-            f"{signal.Signals(signum).name}: shutting down gracefully"
-        )
-        serve_scope.cancel()
-
-
-async def open_listeners(bind: str) -> list[Listener]:
+async def open_listeners(bind: str, socket_files: contextlib.ExitStack) -> list[Listener]:
     """Listeners for one ``--bind`` value: ``HOST:PORT``, ``[V6]:PORT``, ``unix:PATH`` or
-    ``fd://N`` (an inherited listening socket, e.g. from systemd)."""
+    ``fd://N`` (an inherited listening socket, e.g. from systemd). A unix socket's file
+    is removed when ``socket_files`` closes, if it is still the one made here."""
     if bind.startswith("unix:"):
-        return [await _unix_listener(bind[len("unix:") :])]
+        return [await _unix_listener(bind[len("unix:") :], socket_files)]
     if bind.startswith("fd://"):
         return [_fd_listener(bind[len("fd://") :])]
-    host, sep, port = bind.rpartition(":")
-    if not sep or not port.isdigit():
-        raise CLIError(f"--bind {bind!r}: expected HOST:PORT, [::]:PORT, unix:PATH or fd://N")
-    host = host.strip("[]") or DEFAULT_HOST
+    host, port = _host_and_port(bind)
     try:
-        return list(await trio.open_tcp_listeners(int(port), host=host))
+        return list(await trio.open_tcp_listeners(port, host=host))
     except OSError as exc:
         raise CLIError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
 
 
-async def _unix_listener(path: str) -> Listener:
+def gunicorn_bind(bind: str) -> str:
+    """``bind`` as gunicorn's ``--bind`` says it (an empty host is 127.0.0.1 here), or
+    the CLIError :func:`open_listeners` would raise for it (the arbiter would print a
+    traceback)."""
+    if bind.startswith("fd://"):
+        inherited_socket(bind[len("fd://") :]).detach()
+        return bind
+    if bind.startswith("unix:"):
+        return bind
+    host, port = _host_and_port(bind)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _host_and_port(bind: str) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CLIError(f"--bind {bind!r}: expected HOST:PORT, [::]:PORT, unix:PATH or fd://N")
+    return host.strip("[]") or DEFAULT_HOST, int(port)
+
+
+async def _unix_listener(path: str, socket_files: contextlib.ExitStack) -> Listener:
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if _is_stale_socket(path):
             os.unlink(path)  # left by a previous run; anything else is never deleted
         await sock.bind(path)
+        socket_files.callback(_remove_if_same, path, os.stat(path))
         sock.listen(socket.SOMAXCONN)
     except OSError as exc:
         sock.close()
         raise CLIError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
     return trio.SocketListener(sock)
+
+
+def _remove_if_same(path: str, made: os.stat_result) -> None:
+    """Remove the socket file ``made`` at ``path``, unless something replaced it since
+    (another server that took the path over, a file the user put there)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return
+    if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+        os.unlink(path)
 
 
 def _is_stale_socket(path: str) -> bool:
@@ -304,11 +354,26 @@ def _is_stale_socket(path: str) -> bool:
 
 
 def _fd_listener(number: str) -> Listener:
+    sock = inherited_socket(number)
+    sock.setblocking(False)
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def inherited_socket(number: str) -> socket.socket:
+    """The listening stream socket that ``--bind fd://NUMBER`` names, or a CLIError
+    that says what is wrong with it."""
     if not number.isdigit():
         raise CLIError(f"--bind fd://{number}: expected a file descriptor number")
     try:
         sock = socket.socket(fileno=int(number))
     except OSError as exc:
-        raise CLIError(f"fd://{number} is not a socket: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        raise CLIError(f"--bind fd://{number} is not a socket: {exc.strerror or exc}") from None
+    problem = None
+    if sock.type != socket.SOCK_STREAM:
+        problem = f"is a {sock.type.name} socket, not a stream socket (SOCK_STREAM)"
+    elif not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        problem = "is a socket that is not listening (call listen() before passing it on)"
+    if problem is not None:
+        sock.detach()  # the descriptor is the caller's
+        raise CLIError(f"--bind fd://{number} {problem}")
+    return sock

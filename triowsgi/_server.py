@@ -6,10 +6,8 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import socket
 import ssl
-import threading
 from typing import Any, Final, final
 
 import trio
@@ -19,6 +17,7 @@ from ._connection import ConnectionStats, HTTPConnection
 from ._logging import ServerLog, pid_prefix
 from ._proxy import TrustedProxies
 from ._shutdown import FIRST_REQUEST_GRACE, Phase, Shutdown
+from ._signals import Stop, serve_until_signalled
 from ._slots import Slots
 from ._workers import WorkerPool
 from ._wsgi import WSGIApp
@@ -92,6 +91,7 @@ async def serve(
     host: str | bytes | None = None,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    handle_signals: bool | None = None,
     task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
     **options: Any,
 ) -> None:
@@ -104,6 +104,13 @@ async def serve(
     ``trio.run(triowsgi.serve, app, 8090)`` or ``await nursery.start(serve, app, 0)``,
     which returns a :class:`ServerHandle`.
 
+    Cancelling it is a graceful shutdown. When it is the whole program (the main task
+    of ``trio.run``, on the main thread, with no nursery of its own open), it also
+    handles SIGINT and SIGTERM: the first begins the graceful shutdown, a second ends
+    the grace period at once, and then it returns. Anywhere else it leaves signals
+    alone. ``handle_signals=True`` or ``False`` decides instead (True needs the main
+    thread).
+
     Raises:
         TypeError, ValueError: an unknown option or a bad value, before binding.
         OSError: the address could not be bound.
@@ -115,28 +122,33 @@ async def serve(
             trio.SSLListener(listener, ssl_context, https_compatible=True)
             for listener in listeners
         ]
-    await _serve(app, listeners, config, task_status)
+    await serve_main(app, listeners, config, task_status, handle_signals)
 
 
 async def serve_listeners(
     app: WSGIApp,
     listeners: list[trio.abc.Listener[Any]],
     *,
+    handle_signals: bool | None = None,
     task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
     **options: Any,
 ) -> None:
     """Serve ``app`` on listeners you made (TCP, unix, ``trio.SSLListener``) until
-    cancelled. The listeners are closed when it returns. Options as for :func:`serve`."""
-    await _serve(app, listeners, Config.from_options(**options), task_status)
+    cancelled. The listeners are closed when it returns. Signals and options as for
+    :func:`serve`."""
+    config = Config.from_options(**options)
+    await serve_main(app, listeners, config, task_status, handle_signals)
 
 
 def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
     """eventlet's ``eventlet.wsgi.server``: serve ``site`` on a bound, listening socket
-    (TCP or unix; ssl-wrapped for TLS), blocking until interrupted (Ctrl-C returns).
+    (TCP or unix; ssl-wrapped for TLS), blocking until SIGINT (Ctrl-C) or SIGTERM, which
+    shut it down gracefully (a second one ends the grace period) and return. Off the
+    main thread, signals cannot be received: it serves until the process ends.
 
     The socket is closed when it returns. Raises as :func:`serve` for bad options.
     """
-    Config.from_options(**options)  # fail before starting Trio
+    config = Config.from_options(**options)  # fail before starting Trio
     ssl_context = None
     if isinstance(sock, ssl.SSLSocket):
         ssl_context = sock.context
@@ -145,47 +157,26 @@ def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
     if ssl_context is not None:
         listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
     try:
-        trio.run(_serve_until_interrupted, site, listener, options)
+        trio.run(serve_main, site, [listener], config, trio.TASK_STATUS_IGNORED, None)
     except BaseException as exc:
+        # Ctrl-C in the moments before or after the signals are handled.
         if not _is_interrupt(exc):
             raise
     finally:
         sock.close()
 
 
-async def _serve_until_interrupted(
-    site: WSGIApp, listener: trio.abc.Listener[Any], options: dict[str, Any]
-) -> None:
-    """Serve until Ctrl-C, which shuts the server down gracefully; a second one cuts the
-    grace period short.
-
-    SIGINT is caught rather than left to become a KeyboardInterrupt: that would land in
-    whichever task runs when it comes (a connection's, mid-request) instead of
-    cancelling the server; and a process started in the background has SIGINT ignored,
-    so it could not be stopped with it at all.
-    """
-    shutdown = Shutdown()
-    serve = functools.partial(
-        _serve, site, [listener], Config.from_options(**options), trio.TASK_STATUS_IGNORED,
-        shutdown,
-    )  # fmt: skip
-    if threading.current_thread() is not threading.main_thread():
-        await serve()  # signals reach the main thread only
-        return
-    with trio.open_signal_receiver(signal.SIGINT) as signals:
-        async with trio.open_nursery() as nursery:
-            serve_scope = trio.CancelScope()
-
-            async def watch() -> None:
-                async for _ in signals:
-                    if serve_scope.cancel_called:
-                        shutdown.end_now()
-                    serve_scope.cancel()
-
-            nursery.start_soon(watch)
-            with serve_scope:
-                await serve()
-            nursery.cancel_scope.cancel()
+async def serve_main(
+    app: WSGIApp,
+    listeners: list[trio.abc.Listener[Any]],
+    config: Config,
+    task_status: trio.TaskStatus[ServerHandle],
+    handle_signals: bool | None,
+) -> Stop:
+    """Every entry point's way in: :func:`_serve`, with the signals of
+    :mod:`triowsgi._signals` if ``handle_signals`` (None: if it is the whole program)."""
+    serve = functools.partial(_serve, app, listeners, config, task_status)
+    return await serve_until_signalled(serve, ServerLog(config), handle_signals)
 
 
 def _is_interrupt(exc: BaseException) -> bool:

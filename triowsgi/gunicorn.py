@@ -4,16 +4,20 @@ Install ``triowsgi[gunicorn]``, then::
 
     gunicorn -k triowsgi.gunicorn.Worker -w 4 -b 0.0.0.0:8000 myproject.wsgi:application
 
+(or ``triowsgi --workers 4 --bind 0.0.0.0:8000 myproject.wsgi:application``, the same
+arbiter and worker configured with triowsgi's flags: see ``triowsgi/_processes.py``).
+
 Each worker process runs one Trio event loop serving the app on the listening sockets it
 inherits from gunicorn's arbiter (TCP or unix; TLS with ``--certfile``/``--keyfile``).
 The arbiter manages workers as it does its own: ``HUP`` replaces them, ``TTIN``/``TTOU``
 resize, ``TERM`` stops gracefully (listeners closed, requests in flight finish within
 ``--graceful-timeout``), ``QUIT``/``INT`` stop at once (a worker with requests still
 in flight 0.1 s later exits without unwinding, so ``worker_exit`` does not run),
-``--max-requests`` recycles workers. Each worker notifies the arbiter from its event
-loop, so ``--timeout`` replaces a worker whose loop is stuck; the app runs in threads,
-so one slow request is not a stuck worker (``--graceful-timeout`` still bounds requests
-at shutdown).
+``--max-requests`` recycles workers. A stop signal that reaches a worker still booting
+takes effect once it has booted (see ``_BootSignals``). Each worker notifies the arbiter
+from its event loop, so ``--timeout`` replaces a worker whose loop is stuck; the app runs
+in threads, so one slow request is not a stuck worker (``--graceful-timeout`` still
+bounds requests at shutdown).
 
 gunicorn settings that apply:
 
@@ -78,6 +82,47 @@ WATCH_INTERVAL: Final = 0.2
 # After QUIT or INT, how long requests in flight may delay the exit (gunicorn's own
 # workers sleep this long before exiting).
 QUICK_EXIT_SECONDS: Final = 0.1
+# The arbiter's signals to a worker that a booting worker must not lose (see
+# _BootSignals).
+STOP_SIGNALS: Final = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+
+
+class _BootSignals:
+    """Holds the stop signals back from a new worker until its own handlers are in place.
+
+    Between the arbiter's fork() and the worker's init_signals(), the worker still has
+    the arbiter's handlers, which queue a signal for the arbiter's loop: in the worker's
+    copy of the arbiter, which never runs (gunicorn#1910). A TERM that came then was lost:
+    the worker booted and served on, and the arbiter's graceful stop waited its whole
+    ``--graceful-timeout`` before SIGKILLing it. So the signals are blocked in the
+    arbiter around the fork of a worker; the worker inherits the mask, with whatever
+    arrived in the meantime pending, and unblocks it once its handlers are installed.
+    """
+
+    def __init__(self) -> None:
+        self._armed = False
+        self._previous_mask: set[int | signal.Signals] | None = None
+        os.register_at_fork(before=self._before_fork, after_in_parent=self._restore)
+
+    def arm(self) -> None:
+        """The next fork is a worker's (the arbiter creates it just before forking)."""
+        self._armed = True
+
+    def _before_fork(self) -> None:
+        if self._armed:
+            self._armed = False
+            self._previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def _restore(self) -> None:
+        """In the arbiter after the fork; in the worker once its handlers are in place."""
+        if self._previous_mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._previous_mask)
+            self._previous_mask = None
+
+    release = _restore
+
+
+_boot_signals = _BootSignals()
 
 
 def options_from_config(cfg: Any) -> dict[str, Any]:
@@ -98,14 +143,22 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
 
     _quit_timer: threading.Timer | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _boot_signals.arm()
+
     def init_signals(self) -> None:
         super().init_signals()
         # Trio wakes its loop on signals through its own wakeup fd (and warns if one is
         # already set); TERM, QUIT and INT are handled inside the loop, see _serve.
         signal.set_wakeup_fd(-1)
+        _boot_signals.release()  # a stop signal that came during the boot arrives now
 
     def run(self) -> None:
-        options = options_from_config(self.cfg)  # fails (worker boot error) if invalid
+        # ``triowsgi --workers`` gives its flags as triowsgi options (_processes.py);
+        # under gunicorn's own command they come from its settings.
+        given = getattr(self.app, "triowsgi_options", None)
+        options = options_from_config(self.cfg) if given is None else given
         self._route_logs()
         try:
             trio.run(self._serve, options)
@@ -140,7 +193,11 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                     app = self._counting(self.wsgi, serving)
                     with serving:
                         await serve_listeners(
-                            app, self._listeners(), task_status=task_status, **options
+                            app,
+                            self._listeners(),
+                            handle_signals=False,  # gunicorn's signals, handled here
+                            task_status=task_status,
+                            **options,
                         )
                     nursery.cancel_scope.cancel()  # served its last request: stop watching
 

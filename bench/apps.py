@@ -2,11 +2,13 @@
 
 It is plain PEP 3333 with no server-specific code, so every server does the same work.
 Under eventlet, ``time.sleep`` is monkey-patched into a green sleep, as an eventlet
-application's blocking database call would be.
+application's blocking database call would be. ``/h11`` is not measured: the harness asks
+it once per server process which h11 build triowsgi parses with there.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
@@ -55,12 +57,24 @@ def blocking(environ: Environ, start_response: StartResponse) -> Iterable[bytes]
     return _text(start_response, HELLO_BODY)
 
 
+def h11_build(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    # Looked up, never imported: under another server, triowsgi is not loaded ("none").
+    build = getattr(sys.modules.get("triowsgi._h11"), "BUILD", "none")
+    return _text(start_response, build.encode())
+
+
 def not_found(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Length", "0")])
     return [b""]
 
 
-ROUTES: Final = {"/": hello, "/stream": stream, "/upload": upload, "/blocking": blocking}
+ROUTES: Final = {
+    "/": hello,
+    "/stream": stream,
+    "/upload": upload,
+    "/blocking": blocking,
+    "/h11": h11_build,
+}
 
 
 def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

@@ -112,6 +112,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.servers = by_names(args.servers)
     except ValueError as exc:
         p.error(str(exc))
+    if args.readme:  # found missing now, not after the run
+        readmes = ((README, report.README_MARKERS), (PROJECT_README, report.SUMMARY_MARKERS))
+        for path, markers in readmes:
+            if not all(marker in path.read_text() for marker in markers):
+                p.error(f"--readme: {path} lacks the markers {' and '.join(markers)}")
     pythons = {"triowsgi": args.triowsgi_python, "triowsgi[speed]": args.speed_python}
     args.servers = with_pythons(args.servers, {k: v for k, v in pythons.items() if v})
     return args

@@ -73,23 +73,27 @@ def _median(values: Iterable[float]) -> float:
 def machine(installs: dict[str, Install]) -> list[str]:
     """Lines describing the machine, the interpreters and the versions under test:
     ``installs`` maps each server's name to what its interpreter holds."""
-    own = [i for i in installs.values() if i.python == sys.executable]
-    versions = {k: v for i in own for k, v in i.versions.items()}
+    peers = [i for i in installs.values() if i.h11_build is None]
+    wrk = _first_line(["wrk", "-v"]).split(" Copyright")[0]
     lines = [
         f"Processor: {processor()}; {os.cpu_count()} CPUs",
         f"OS: {platform.system()} {platform.release()} ({platform.machine()})",
         f"Python: {platform.python_version()} ({platform.python_implementation()}), "
         f"`{shown_path(sys.executable)}`",
-        f"Packages: {_versions(versions)}",
+        f"Packages: {_versions({k: v for i in peers for k, v in i.versions.items()})}",
     ]
     for name, install in installs.items():
-        if install.python != sys.executable:
-            lines.append(
-                f"{name}: its own virtualenv, `{shown_path(install.python)}` (Python "
-                f"{install.python_version}): {_versions(install.versions)}"
-                + (f"; parses with {install.h11_build}" if install.h11_build else "")
+        if install.h11_build is not None:
+            where = (
+                "its own virtualenv"
+                if install.python != sys.executable
+                else "the harness's interpreter"
             )
-    wrk = _first_line(["wrk", "-v"]).split(" Copyright")[0]
+            lines.append(
+                f"{name}: {where}, `{shown_path(install.python)}` (Python "
+                f"{install.python_version}): {_versions(install.versions)}; parses with "
+                f"{install.h11_build} (checked in every server process)"
+            )
     return [*lines, f"triowsgi source: {_git_revision()}", f"Load generator: {wrk}"]
 
 
@@ -275,8 +279,7 @@ RATIOS_MOVE: Final = (
     "processor to another, even between two of the same model name: compare ratios from one "
     "run, not across machines."
 )
-README_START: Final = "<!-- bench-results:start -->"
-README_END: Final = "<!-- bench-results:end -->"
+README_MARKERS: Final = ("<!-- bench-results:start -->", "<!-- bench-results:end -->")
 
 
 def summary(
@@ -295,9 +298,7 @@ def summary(
     return "\n".join(lines)
 
 
-def update_readme(
-    readme: Path, block: str, markers: tuple[str, str] = (README_START, README_END)
-) -> None:
+def update_readme(readme: Path, block: str, markers: tuple[str, str] = README_MARKERS) -> None:
     """Replace what lies between the README's markers with ``block``."""
     text = readme.read_text()
     start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
@@ -322,15 +323,16 @@ def performance(
 ) -> str:
     """The project README's Performance summary, between its markers; ``md`` and ``chart``
     relative to that README."""
-    builds = [f"`{n}` parses with {i.h11_build}" for n, i in installs.items() if i.h11_build]
+    rows = {n: i for n, i in installs.items() if i.h11_build}
+    builds = "; ".join(f"`{n}` parses with {i.h11_build}" for n, i in rows.items())
+    if all(i.python != sys.executable for i in rows.values()):
+        builds += "; each is installed alone in a virtualenv of its own"
     lines = [
         f"Measured with `nox -s bench` on {info.date}; processor: {processor()}, "
         f"{os.cpu_count()} CPUs; Python {platform.python_version()}. Each server is one "
         "process pinned to one core, `wrk` runs on the other; keep-alive; medians of "
         f"{info.runs} interleaved {info.duration:g} s runs; ratios to eventlet.wsgi in the "
-        "same run. Each triowsgi column is an install of its own, in its own virtualenv ("
-        + "; ".join(builds)
-        + "). Full table, latencies and exact commands: "
+        f"same run. The triowsgi columns: {builds}. Full table, latencies and exact commands: "
         f"[{md.as_posix()}]({md.as_posix()}); what was profiled and changed: "
         "[bench/NOTES.md](bench/NOTES.md).",
         "",

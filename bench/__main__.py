@@ -118,7 +118,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             if not all(marker in path.read_text() for marker in markers):
                 p.error(f"--readme: {path} lacks the markers {' and '.join(markers)}")
     pythons = {"triowsgi": args.triowsgi_python, "triowsgi[speed]": args.speed_python}
-    args.servers = with_pythons(args.servers, {k: v for k, v in pythons.items() if v})
+    # Absolute (the servers start in the repository), but not resolved: a virtualenv's
+    # python is a symlink to the base interpreter, which would leave the virtualenv.
+    pythons = {k: os.path.abspath(v) for k, v in pythons.items() if v}
+    args.servers = with_pythons(args.servers, pythons)
     return args
 
 

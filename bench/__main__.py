@@ -23,13 +23,16 @@ from .load import IDLE_OPEN_CONCURRENCY, WRK_SCRIPT, IdleResult, Load, WrkResult
 from .servers import (
     REPO,
     SERVERS,
+    Install,
     Running,
     Server,
     ServerFailed,
     Settings,
     by_names,
+    inspect_install,
     pinned,
     running,
+    with_pythons,
 )
 
 SCENARIOS: Final = ("hello", "stream", "upload", "blocking", "file", "idle")
@@ -41,6 +44,7 @@ FILE_CONNECTIONS: Final = 16
 OVERHEAD_SECONDS: Final = 1.0
 IDLE_SECONDS: Final = 5.0
 README: Final = REPO / "bench" / "README.md"
+PROJECT_README: Final = REPO / "README.md"
 PORT_PLACEHOLDER: Final = 65432  # a port number that stands for {port} in the report
 
 
@@ -83,6 +87,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=BLOCKING_CONNECTIONS,
         help=f"their app threads in the blocking scenario ({BLOCKING_CONNECTIONS})",
     )
+    p.add_argument(
+        "--triowsgi-python",
+        help="the interpreter of a virtualenv with `pip install .` for the triowsgi row "
+        "(nox -s bench makes one; default: this interpreter)",
+    )
+    p.add_argument(
+        "--speed-python",
+        help="the interpreter of a virtualenv with `pip install '.[speed]'` for the "
+        "triowsgi[speed] row (nox -s bench makes one; default: this interpreter)",
+    )
     p.add_argument("--server-cpu", type=int, default=0, help="CPU the servers run on (0)")
     p.add_argument("--client-cpu", type=int, default=1, help="CPU wrk and the harness use (1)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results", help="bench/results")
@@ -94,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--readme",
         action="store_true",
-        help="also put the summary tables and chart into bench/README.md (for full runs)",
+        help="also put the summary into bench/README.md and README.md (for full runs)",
     )
     args = p.parse_args(argv)
     args.out = args.out.resolve()
@@ -105,6 +119,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.servers = by_names(args.servers)
     except ValueError as exc:
         p.error(str(exc))
+    if args.readme:  # found missing now, not after the run
+        readmes = ((README, report.README_MARKERS), (PROJECT_README, report.SUMMARY_MARKERS))
+        for path, markers in readmes:
+            if not all(marker in path.read_text() for marker in markers):
+                p.error(f"--readme: {path} lacks the markers {' and '.join(markers)}")
+    pythons = {"triowsgi": args.triowsgi_python, "triowsgi[speed]": args.speed_python}
+    # Absolute (the servers start in the repository), but not resolved: a virtualenv's
+    # python is a symlink to the base interpreter, which would leave the virtualenv.
+    pythons = {k: os.path.abspath(v) for k, v in pythons.items() if v}
+    args.servers = with_pythons(args.servers, pythons)
     return args
 
 
@@ -163,15 +187,39 @@ def rotated(servers: list[Server], run: int) -> list[Server]:
 
 
 def _shown(argv: list[str]) -> str:
-    """A command line as the report shows it: ``python``, ``bench/wrk.lua``, ``{port}``."""
+    """A command line as the report shows it: ``python`` (the harness's interpreter), other
+    interpreters relative to the repository, ``bench/wrk.lua``, ``{port}``."""
     shown = {sys.executable: "python", str(WRK_SCRIPT): "bench/wrk.lua"}
-    line = shlex.join(shown.get(arg, arg) for arg in argv)
+    line = shlex.join(shown.get(arg, report.shown_path(arg)) for arg in argv)
     return line.replace(str(PORT_PLACEHOLDER), "{port}")
 
 
+def inspect_installs(servers: list[Server]) -> dict[str, Install]:
+    """What each server's interpreter holds; exits when a triowsgi row would not measure
+    the install its name claims."""
+    installs = {}
+    for server in servers:
+        try:
+            installs[server.name] = inspect_install(server)
+        except ServerFailed as exc:
+            sys.exit(
+                f"{exc}\nRun `nox -s bench`, which makes a virtualenv for each triowsgi row, "
+                "or pass --triowsgi-python / --speed-python."
+            )
+        if server.h11_build:
+            print(f"{server.name}: {report.shown_path(server.python)}, {server.h11_build}")
+    return installs
+
+
 class Harness:
-    def __init__(self, args: argparse.Namespace, cpus: tuple[int | None, int | None]):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        cpus: tuple[int | None, int | None],
+        installs: dict[str, Install],
+    ):
         self.args = args
+        self.installs = installs
         self.server_cpu, self.client_cpu = cpus
         self.settings = Settings(
             threads=args.threads, max_connections=max(1024, args.idle_connections + 1000)
@@ -283,14 +331,18 @@ class Harness:
             f"CPU, wrk on another; medians of {self.args.runs} x {self.args.duration:g} s"
         )
         drawn = report.chart(self.results, png_path, title)
-        packages = [p for s in self.args.servers for p in s.packages]
         info = self.info(date, started, load_average)
-        text = report.markdown(self.results, info, packages, png_path.name if drawn else "")
+        text = report.markdown(self.results, info, self.installs, png_path.name if drawn else "")
         md_path.write_text(text)
         if self.args.readme:
             md, chart = (Path(os.path.relpath(p, README.parent)) for p in (md_path, png_path))
-            block = report.summary(self.results, info, packages, md, chart if drawn else None)
+            block = report.summary(self.results, info, self.installs, md, chart if drawn else None)
             report.update_readme(README, block)
+            md, chart = (Path(os.path.relpath(p, REPO)) for p in (md_path, png_path))
+            block = report.performance(
+                self.results, info, self.installs, md, chart if drawn else None
+            )
+            report.update_readme(PROJECT_README, block, report.SUMMARY_MARKERS)
         return md_path
 
 
@@ -301,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise_fd_limit(args.idle_connections + 1024)
     if "file" in args.scenarios:
         apps.ensure_file()  # before any server reads it; then it is in the page cache
-    harness = Harness(args, pick_cpus(args.server_cpu, args.client_cpu))
+    installs = inspect_installs(args.servers)
+    harness = Harness(args, pick_cpus(args.server_cpu, args.client_cpu), installs)
     load_average = os.getloadavg()
     if load_average[0] > 0.5:
         print(f"warning: load average {load_average[0]:.2f}: other work will add noise")

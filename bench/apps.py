@@ -2,13 +2,15 @@
 
 It is plain PEP 3333 with no server-specific code, so every server does the same work.
 Under eventlet, ``time.sleep`` is monkey-patched into a green sleep, as an eventlet
-application's blocking database call would be.
+application's blocking database call would be. ``/h11`` is not measured: the harness asks
+it once per server process which h11 build triowsgi parses with there.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -99,6 +101,12 @@ def file(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     return wrapper(opened, FILE_BLOCK_SIZE)
 
 
+def h11_build(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    # Looked up, never imported: under another server, triowsgi is not loaded ("none").
+    build = getattr(sys.modules.get("triowsgi._h11"), "BUILD", "none")
+    return _text(start_response, build.encode())
+
+
 def not_found(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Length", "0")])
     return [b""]
@@ -110,6 +118,7 @@ ROUTES: Final = {
     "/upload": upload,
     "/blocking": blocking,
     "/file": file,
+    "/h11": h11_build,
 }
 
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import importlib.metadata
 import math
 import os
 import platform
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .load import WRK_TIMEOUT, IdleResult, WrkResult
-from .servers import REPO
+from .servers import REPO, Install
 
 BASELINE: Final = "eventlet"
 
@@ -70,30 +70,74 @@ def _median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def machine(packages: Iterable[str]) -> list[str]:
-    """Lines describing the machine, the interpreter and the versions under test."""
-    versions = []
-    for name in dict.fromkeys(packages):
-        try:
-            versions.append(f"{name} {importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    return [
-        f"CPU: {cpu_model()}, {os.cpu_count()} CPUs",
+def machine(installs: dict[str, Install]) -> list[str]:
+    """Lines describing the machine, the interpreters and the versions under test:
+    ``installs`` maps each server's name to what its interpreter holds."""
+    peers = [i for i in installs.values() if i.h11_build is None]
+    wrk = _first_line(["wrk", "-v"]).split(" Copyright")[0]
+    lines = [
+        f"Processor: {processor()}; {os.cpu_count()} CPUs",
         f"OS: {platform.system()} {platform.release()} ({platform.machine()})",
         f"Python: {platform.python_version()} ({platform.python_implementation()}), "
-        f"`{sys.executable}`",
-        f"Packages: {', '.join(versions)}",
-        f"triowsgi source: {_git_revision()}",
-        f"Load generator: {_first_line(['wrk', '-v']).split(' Copyright')[0]}",
+        f"`{shown_path(sys.executable)}`",
+        f"Packages: {_versions({k: v for i in peers for k, v in i.versions.items()})}",
     ]
+    for name, install in installs.items():
+        if install.h11_build is not None:
+            where = (
+                "its own virtualenv"
+                if install.python != sys.executable
+                else "the harness's interpreter"
+            )
+            lines.append(
+                f"{name}: {where}, `{shown_path(install.python)}` (Python "
+                f"{install.python_version}): {_versions(install.versions)}; parses with "
+                f"{install.h11_build} (checked in every server process)"
+            )
+    return [*lines, f"triowsgi source: {_git_revision()}", f"Load generator: {wrk}"]
+
+
+def _versions(versions: dict[str, str | None]) -> str:
+    return ", ".join(f"{k} {v or '(not installed)'}" for k, v in versions.items())
+
+
+def shown_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (a nox virtualenv)."""
+    relative = os.path.relpath(path, REPO)
+    return path if relative.startswith("..") else relative
+
+
+def lscpu() -> dict[str, str]:
+    fields = (line.partition(":") for line in _output(["lscpu"]).splitlines())
+    return {name.strip(): value.strip() for name, colon, value in fields if colon}
 
 
 def cpu_model() -> str:
-    for line in _output(["lscpu"]).splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
+    """``lscpu``'s model name (a virtual machine may show only the brand: ``AMD EPYC``)."""
+    return lscpu().get("Model name") or platform.processor() or "unknown CPU"
+
+
+# lscpu's fields that tell two processors sold under one model name apart.
+IDS: Final = ("CPU family", "Model", "Stepping")
+
+
+def processor() -> str:
+    """The model name, and what tells two processors of one brand apart: the family, model
+    and stepping numbers, the clock and the last-level cache."""
+    info = lscpu()
+    ids = ", ".join(f"{k.split()[-1].lower()} {info[k]}" for k in IDS if k in info)
+    details = ["`lscpu` model name", ids, f"{_cpu_mhz():,.0f} MHz"]
+    if "L3 cache" in info:
+        details.append(f"L3 {info['L3 cache'].split(' (')[0]}")
+    return f"{cpu_model()} ({'; '.join(d for d in details if d and d != '0 MHz')})"
+
+
+def _cpu_mhz() -> float:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1])
+    return 0.0
 
 
 def _git_revision() -> str:
@@ -217,9 +261,9 @@ def all_runs_table(results: Results) -> list[str]:
     return _table(header, rows)
 
 
-def markdown(results: Results, info: RunInfo, packages: Iterable[str], chart: str) -> str:
+def markdown(results: Results, info: RunInfo, installs: dict[str, Install], chart: str) -> str:
     """The whole ``results/<date>.md``."""
-    lines = _header(info, packages)
+    lines = _header(info, installs)
     if results.loads:
         lines += ["## Throughput and latency", "", *throughput_table(results), ""]
         lines += [
@@ -254,16 +298,20 @@ def markdown(results: Results, info: RunInfo, packages: Iterable[str], chart: st
     return "\n".join(lines)
 
 
-README_START: Final = "<!-- bench-results:start -->"
-README_END: Final = "<!-- bench-results:end -->"
+RATIOS_MOVE: Final = (
+    "Ratios to eventlet are from the same run on the processor above. They move from one "
+    "processor to another, even between two of the same model name: compare ratios from one "
+    "run, not across machines."
+)
+README_MARKERS: Final = ("<!-- bench-results:start -->", "<!-- bench-results:end -->")
 
 
 def summary(
-    results: Results, info: RunInfo, packages: Iterable[str], md: Path, chart: Path | None
+    results: Results, info: RunInfo, installs: dict[str, Install], md: Path, chart: Path | None
 ) -> str:
     """The latest results as ``bench/README.md`` shows them, between its markers; ``md``
     and ``chart`` are the paths of the results file and the chart relative to the README."""
-    lines = _header(info, packages, level="###")
+    lines = _header(info, installs, level="###")
     lines += [f"Every run, and the exact commands: [{md.as_posix()}]({md.as_posix()}).", ""]
     if chart is not None:
         lines += [f"![benchmark chart]({chart.as_posix()})", ""]
@@ -276,14 +324,107 @@ def summary(
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, block: str) -> None:
+def update_readme(readme: Path, block: str, markers: tuple[str, str] = README_MARKERS) -> None:
     """Replace what lies between the README's markers with ``block``."""
     text = readme.read_text()
-    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    start, end = text.index(markers[0]) + len(markers[0]), text.index(markers[1])
     readme.write_text(f"{text[:start]}\n{block}\n{text[end:]}")
 
 
-def _header(info: RunInfo, packages: Iterable[str], level: str = "#") -> list[str]:
+# The project README's Performance section: one row per measurement, a column per server.
+SUMMARY_MARKERS: Final = ("<!-- bench-summary:start -->", "<!-- bench-summary:end -->")
+COLUMN_NAMES: Final = {
+    "hypercorn-trio": "hypercorn (Trio worker)",
+    "gunicorn-gthread": "gunicorn gthread",
+}
+ROW_NAMES: Final = {
+    "stream": "stream, 1 MiB in 64 KiB yields",
+    "upload": "upload, 64 KiB POST",
+    "blocking": "blocking app (50 ms), 64 connections",
+}
+
+
+def performance(
+    results: Results, info: RunInfo, installs: dict[str, Install], md: Path, chart: Path | None
+) -> str:
+    """The project README's Performance summary, between its markers; ``md`` and ``chart``
+    relative to that README."""
+    rows = {n: i for n, i in installs.items() if i.h11_build}
+    builds = "; ".join(f"`{n}` parses with {i.h11_build}" for n, i in rows.items())
+    if all(i.python != sys.executable for i in rows.values()):
+        builds += "; each is installed alone in a virtualenv of its own"
+    lines = [
+        f"Measured with `nox -s bench` on {info.date}; processor: {processor()}, "
+        f"{os.cpu_count()} CPUs; Python {platform.python_version()}. Each server is one "
+        "process pinned to one core, `wrk` runs on the other; keep-alive; medians of "
+        f"{info.runs} interleaved {info.duration:g} s runs; ratios to eventlet.wsgi in the "
+        f"same run. The triowsgi columns: {builds}. Full table, latencies and exact commands: "
+        f"[{md.as_posix()}]({md.as_posix()}); what was profiled and changed: "
+        "[bench/NOTES.md](bench/NOTES.md).",
+        "",
+        f"**{RATIOS_MOVE}**",
+        "",
+    ]
+    header = ["scenario", *(COLUMN_NAMES.get(s, s) for s in results.servers)]
+    rows = [_performance_row(results, label) for label in results.loads]
+    if results.idle:
+        rows.append(_idle_performance_row(results, info))
+    lines += [*_table(header, rows), ""]
+    if chart is not None:
+        alt = "req/s relative to eventlet, and KiB per idle connection"
+        lines += [f"![{alt}]({chart.as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _performance_row(results: Results, label: str) -> list[str]:
+    hello = [int(x.removeprefix("hello-")) for x in results.loads if x.startswith("hello-")]
+    latency: tuple[str, Callable[[WrkResult], float]] | None = None
+    title = ROW_NAMES.get(label, label)
+    if label.startswith("hello-"):
+        n = int(label.removeprefix("hello-"))
+        title = f"hello, {n} connection{'s' if n > 1 else ''}"
+        if n == 1:
+            latency = ("p50", lambda r: r.p50_ms)
+        elif n == max(hello):
+            latency = ("p99", lambda r: r.p99_ms)
+    if latency:
+        title += f" (req/s, {latency[0]})"
+    return [title, *(_performance_cell(results, label, s, latency) for s in results.servers)]
+
+
+def _performance_cell(
+    results: Results,
+    label: str,
+    server: str,
+    latency: tuple[str, Callable[[WrkResult], float]] | None,
+) -> str:
+    runs = results.wrk.get((label, server))
+    if not runs:
+        return "failed"
+    cell = f"{results.median_rps(label, server):,.0f}"
+    if server != BASELINE:
+        cell += f" ({_ratio(results.ratio(label, server))})"
+    if latency:
+        cell += f", {_ms(_median(map(latency[1], runs)))} ms"
+    errors = sum(r.error_count for r in runs)
+    return cell + (f", {errors:,} errors" if errors else "")
+
+
+def _idle_performance_row(results: Results, info: RunInfo) -> list[str]:
+    cells = []
+    for server in results.servers:
+        runs = results.idle.get(server)
+        if not runs:
+            cells.append("failed")
+            continue
+        held = min(r.held for r in runs)
+        cell = f"{_median(r.kib_per_connection for r in runs):.1f}"
+        cells.append(cell + (f" ({held:,} held)" if held < runs[0].wanted else ""))
+    title = f"KiB per idle keep-alive connection ({info.idle_connections:,} held)"
+    return [title, *cells]
+
+
+def _header(info: RunInfo, installs: dict[str, Install], level: str = "#") -> list[str]:
     pinning = (
         f"server pinned to CPU {info.server_cpu}, load generator to CPU {info.client_cpu}"
         if info.server_cpu is not None
@@ -297,7 +438,9 @@ def _header(info: RunInfo, packages: Iterable[str], level: str = "#") -> list[st
         f"{pinning}; keep-alive connections over loopback. Started {info.started}, took "
         f"{info.elapsed_minutes:.1f} min; load average at the start: {load}.",
         "",
-        *(f"- {line}" for line in machine(packages)),
+        *(f"- {line}" for line in machine(installs)),
+        "",
+        RATIOS_MOVE,
         "",
     ]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -52,46 +53,55 @@ class Server:
 
     name: str
     packages: tuple[str, ...]  # distributions whose versions the report lists
-    argv: Callable[[int, Settings], list[str]]
+    arguments: Callable[[int, Settings], str]  # after ``python``, space-separated
     settings_note: str
+    # The h11 build the server must parse with (``triowsgi._h11.BUILD``), checked before
+    # the run and in every server process; None for the peers.
+    h11_build: str | None = None
+    # The interpreter, and so the virtualenv, the server runs in: the harness's own for
+    # the peers; each triowsgi row has its own (``nox -s bench`` makes them).
+    python: str = sys.executable
+
+    def argv(self, port: int, settings: Settings) -> list[str]:
+        return [self.python, *self.arguments(port, settings).split()]
 
 
-def _python(command_line: str) -> list[str]:
-    """``python`` (this interpreter) with the space-separated arguments."""
-    return [sys.executable, *command_line.split()]
+def _eventlet(port: int, s: Settings) -> str:
+    return f"-m bench.eventlet_server {port} {s.max_connections} {BACKLOG}"
 
 
-def _eventlet(port: int, s: Settings) -> list[str]:
-    return _python(f"-m bench.eventlet_server {port} {s.max_connections} {BACKLOG}")
-
-
-def _triowsgi(port: int, s: Settings) -> list[str]:
-    return _python(
+def _triowsgi(port: int, s: Settings) -> str:
+    return (
         f"-m triowsgi {APP} --host {HOST} --port {port} --no-access-log "
         f"--max-size {s.max_connections}"
     )
 
 
-def _hypercorn(port: int, s: Settings) -> list[str]:
-    return _python(
+def _hypercorn(port: int, s: Settings) -> str:
+    return (
         f"-m hypercorn --worker-class trio --workers 0 --bind {HOST}:{port} "
         f"--backlog {BACKLOG} --keep-alive {KEEPALIVE_SECONDS} bench.hypercorn_app:app"
     )
 
 
-def _waitress(port: int, s: Settings) -> list[str]:
-    return _python(
+def _waitress(port: int, s: Settings) -> str:
+    return (
         f"-m waitress --listen={HOST}:{port} --threads={s.threads} "
         f"--connection-limit={s.max_connections} --backlog={BACKLOG} --asyncore-use-poll {APP}"
     )
 
 
-def _gunicorn(port: int, s: Settings) -> list[str]:
-    return _python(
+def _gunicorn(port: int, s: Settings) -> str:
+    return (
         f"-m gunicorn --worker-class gthread --workers 1 --threads {s.threads} "
         f"--worker-connections {s.max_connections} --bind {HOST}:{port} --backlog {BACKLOG} "
         f"--keep-alive {KEEPALIVE_SECONDS} --graceful-timeout 1 {APP}"
     )
+
+
+TRIOWSGI_NOTE: Final = (
+    "defaults (128 threads) but no access log and `--max-size <max connections>`"
+)
 
 
 SERVERS: Final = (
@@ -106,7 +116,15 @@ SERVERS: Final = (
         "triowsgi",
         ("triowsgi", "trio", "h11"),
         _triowsgi,
-        "defaults (128 threads) but no access log and `--max-size <max connections>`",
+        f"the default install (`pip install triowsgi`); {TRIOWSGI_NOTE}",
+        h11_build="h11",
+    ),
+    Server(
+        "triowsgi[speed]",
+        ("triowsgi", "trio", "h11-mypyc"),
+        _triowsgi,
+        f"`pip install 'triowsgi[speed]'` (h11 compiled with mypyc); {TRIOWSGI_NOTE}",
+        h11_build="h11-mypyc",
     ),
     Server(
         "hypercorn-trio",
@@ -140,6 +158,57 @@ def by_names(names: list[str]) -> list[Server]:
     if unknown:
         raise ValueError(f"unknown server(s) {unknown}; known: {sorted(known)}")
     return [server for server in SERVERS if server.name in names]
+
+
+def with_pythons(servers: list[Server], pythons: dict[str, str]) -> list[Server]:
+    """``servers``, each named in ``pythons`` to run with that interpreter."""
+    return [
+        dataclasses.replace(s, python=pythons[s.name]) if s.name in pythons else s for s in servers
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Install:
+    """What a server's interpreter has installed, as the report lists it."""
+
+    python: str
+    python_version: str
+    versions: dict[str, str | None]  # distribution: version, None when not installed
+    h11_build: str | None  # what triowsgi parses with there; None when not asked
+
+
+# Run in a server's interpreter, as the server runs (same cwd and PYTHONPATH): the
+# versions of the distributions named in argv, and the h11 build triowsgi picks there.
+_INSTALL_PROBE: Final = """
+import importlib.metadata, json, platform, sys
+versions = {}
+for name in sys.argv[2:]:
+    try:
+        versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        versions[name] = None
+build = None
+if sys.argv[1] == "triowsgi":
+    from triowsgi._h11 import BUILD as build
+print(json.dumps([platform.python_version(), versions, build]))
+"""
+
+
+def inspect_install(server: Server) -> Install:
+    """What ``server``'s interpreter holds; raises ServerFailed when its h11 build is not
+    the one the server claims (a row must not measure another install than its name)."""
+    ask = "triowsgi" if server.h11_build else "-"
+    argv = [server.python, "-c", _INSTALL_PROBE, ask, *server.packages]
+    done = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ServerFailed(f"{server.name}: `{server.python}` fails: {done.stderr.strip()}")
+    version, versions, build = json.loads(done.stdout)
+    if build != server.h11_build:
+        raise ServerFailed(
+            f"{server.name} must parse with {server.h11_build}, but triowsgi picks {build} "
+            f"in `{server.python}`"
+        )
+    return Install(server.python, version, versions, build)
 
 
 def pinned(cpu: int | None, argv: list[str]) -> list[str]:
@@ -190,12 +259,11 @@ class Running:
 def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Running]:
     """Start ``server`` pinned to ``cpu``, wait until it answers, and always stop it."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
     with tempfile.NamedTemporaryFile(prefix=f"bench-{server.name}-", suffix=".log") as log:
         process = subprocess.Popen(
             pinned(cpu, server.argv(port, settings)),
             cwd=REPO,
-            env=env,
+            env=_env(),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -204,9 +272,28 @@ def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Run
         handle = Running(server, process, port, Path(log.name))
         try:
             _wait_ready(handle)
+            _check_h11_build(handle)
             yield handle
         finally:
             _stop(handle)
+
+
+def _env() -> dict[str, str]:
+    # The repository first on the path: every interpreter serves the working tree's
+    # triowsgi and bench.apps (a virtualenv contributes the dependencies it installed).
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+def _check_h11_build(handle: Running) -> None:
+    """The server process itself says which h11 triowsgi parses with (``/h11`` of
+    ``bench/apps.py``): it must be the build the server's name claims."""
+    expected = handle.server.h11_build
+    if expected is None:
+        return
+    response = http_get(handle.port, "/h11", timeout=2.0)
+    build = response.partition(b"\r\n\r\n")[2].decode(errors="replace")
+    if build != expected:
+        raise ServerFailed(f"{handle.server.name} parses with {build!r}, not {expected!r}")
 
 
 def _wait_ready(handle: Running) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,6 +14,13 @@ import trio
 import triowsgi
 
 StartServer = Callable[..., Awaitable[triowsgi.ServerHandle]]
+
+
+def h11_build() -> str:
+    """The h11 build triowsgi must parse with here, with its version: ``h11-mypyc`` when
+    the ``speed`` extra made it importable (``nox -s tests_speed``), else ``h11``."""
+    name = "h11-mypyc" if importlib.util.find_spec("h11_mypyc") is not None else "h11"
+    return f"{name} {importlib.metadata.version(name)}"
 
 
 @pytest.fixture

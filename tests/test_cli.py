@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
+from conftest import h11_build
 
 import triowsgi
 from triowsgi._cli import _options, _parser
@@ -471,6 +472,14 @@ def test_log_format_shapes_the_access_line(app_dir: Path) -> None:
     with serving(*args, "plainapp:app", cwd=app_dir) as server:
         get_json(f"http://127.0.0.1:{server.port}/logged?x=1")
         assert server.wait_for("/logged") == "200 GET /logged?x=1 HTTP/1.1"
+        assert server.stop() == 0
+
+
+def test_log_level_debug_shows_the_h11_build(app_dir: Path) -> None:
+    args = ("--bind", "127.0.0.1:0", "--log-level", "debug", "plainapp:app")
+    with serving(*args, cwd=app_dir) as server:
+        line = server.wait_for("parsing HTTP with")
+        assert line.endswith(f"wsgi parsing HTTP with {h11_build()}")
         assert server.stop() == 0
 
 

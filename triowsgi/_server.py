@@ -14,6 +14,8 @@ import trio
 
 from ._config import Config
 from ._connection import ConnectionStats, HTTPConnection
+from ._h11 import BUILD as H11_BUILD
+from ._h11 import VERSION as H11_VERSION
 from ._logging import ServerLog, pid_prefix
 from ._proxy import TrustedProxies
 from ._shutdown import FIRST_REQUEST_GRACE, Phase, Shutdown
@@ -206,6 +208,7 @@ async def _serve(
             nursery.start_soon(acceptor.accept_loop, listener, connections)
         for url in map(_url, listeners):
             log.info(f"{pid_prefix()} wsgi starting up on {url}")
+        log.debug(f"{pid_prefix()} wsgi parsing HTTP with {H11_BUILD} {H11_VERSION}")
         task_status.started(handle)
         try:
             await trio.sleep_forever()

@@ -9,8 +9,8 @@ it once per server process which h11 build triowsgi parses with there.
 from __future__ import annotations
 
 import os
-import tempfile
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path

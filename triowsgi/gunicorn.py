@@ -45,7 +45,9 @@ Not applied: ``--limit-request-field_size`` (triowsgi caps each header line at 8
 the head at 64 KiB), ``--access-logformat``, ``pre_request``/``post_request``,
 ``secure_scheme_headers`` (only ``X-Forwarded-Proto`` from a trusted proxy counts),
 ``--proxy-protocol``, ``--http-protocols`` (HTTP/2). triowsgi's limits that gunicorn has no
-setting for keep their defaults: ``header_timeout`` 20 s, ``max_body_size`` 1 GiB.
+setting for keep their defaults: ``header_timeout`` 20 s, ``body_timeout`` 20 s with
+``body_min_rate`` 500 bytes/s, ``send_timeout`` 60 s, ``max_body_size`` 1 GiB. Keep-alive
+follows gunicorn's ``--keep-alive`` (its default is 2 s, not triowsgi's 75 s).
 """
 
 from __future__ import annotations

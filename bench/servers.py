@@ -61,6 +61,9 @@ class Server:
     # The interpreter, and so the virtualenv, the server runs in: the harness's own for
     # the peers; each triowsgi row has its own (``nox -s bench`` makes them).
     python: str = sys.executable
+    # The source tree the server runs from (its working directory and ``PYTHONPATH``):
+    # this repository, or another revision's checkout in an A/B (``python -m bench.ab``).
+    source: Path = REPO
 
     def argv(self, port: int, settings: Settings) -> list[str]:
         return [self.python, *self.arguments(port, settings).split()]
@@ -262,8 +265,8 @@ def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Run
     with tempfile.NamedTemporaryFile(prefix=f"bench-{server.name}-", suffix=".log") as log:
         process = subprocess.Popen(
             pinned(cpu, server.argv(port, settings)),
-            cwd=REPO,
-            env=_env(),
+            cwd=server.source,
+            env=_env(server.source),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -278,10 +281,10 @@ def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Run
             _stop(handle)
 
 
-def _env() -> dict[str, str]:
-    # The repository first on the path: every interpreter serves the working tree's
+def _env(source: Path = REPO) -> dict[str, str]:
+    # The source tree first on the path: every interpreter serves the working tree's
     # triowsgi and bench.apps (a virtualenv contributes the dependencies it installed).
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONPATH": str(source), "PYTHONUNBUFFERED": "1"}
 
 
 def _check_h11_build(handle: Running) -> None:

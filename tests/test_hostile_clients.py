@@ -530,6 +530,28 @@ async def test_by_default_idle_keepalive_lasts_75_s_and_a_silent_client_20_s(
     await silent.aclose()
 
 
+async def test_a_first_head_deadline_is_kept_when_others_began_waiting_since(
+    start_server: StartServer, jumping_clock: trio.testing.MockClock
+) -> None:
+    # One task ends every wait for a head at its deadline, in the order the waits began;
+    # a wait whose deadline comes before one that began earlier ends by itself, on time.
+    server = await start_server(hello_app, log=RecordingLog())
+    started = trio.current_time()
+    early = await RawClient.connect(server.port)
+    await trio.sleep(5)
+    late = await RawClient.connect(server.port)
+    await trio.sleep(5)
+    # Blank lines before a request line are skipped (RFC 9112 §2.2): the early client
+    # waits again, still within 20 s of its accept, after the late one began to wait.
+    await early.send(b"\r\n")
+    assert await early.stream.receive_some(1) == b""
+    assert 20 <= trio.current_time() - started < 21
+    assert await late.stream.receive_some(1) == b""
+    assert 25 <= trio.current_time() - started < 26
+    await early.aclose()
+    await late.aclose()
+
+
 async def test_keepalive_inf_keeps_an_idle_connection_for_ever(
     start_server: StartServer, jumping_clock: trio.testing.MockClock
 ) -> None:

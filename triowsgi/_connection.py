@@ -110,7 +110,7 @@ class HTTPConnection:
         "_app", "_body_bytes", "_config", "_direct", "_evicted", "_failed",
         "_http10_only", "_info", "_log", "_method", "_proxies", "_reader",
         "_send_timeout", "_sends_body", "_shutdown", "_stats", "_stream", "_timeout",
-        "_workers",
+        "_workers", "expired",
     )  # fmt: skip
 
     def __init__(
@@ -156,6 +156,7 @@ class HTTPConnection:
         self._body_bytes = 0
         self._failed = False  # the server answered with an error: close after it
         self._evicted = False
+        self.expired = False  # closed by Slots.expire(): no request head in time
 
     @property
     def phase(self) -> Phase:
@@ -196,6 +197,12 @@ class HTTPConnection:
     def evict(self) -> None:
         """Close the connection to free its slot for a new client (see :mod:`._slots`)."""
         self._evicted = True
+        self.abort()
+
+    def expire(self) -> None:
+        """Close the connection: it waited for a request head past its deadline (see
+        :mod:`._slots`); its reader says so in the log."""
+        self.expired = True
         self.abort()
 
     async def _serve_one(self) -> bool:

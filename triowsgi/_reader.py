@@ -133,11 +133,14 @@ class RequestReader:
         """The TLS handshake (if the stream is TLS), within the first head's deadline."""
         if not isinstance(self._stream, trio.SSLStream):
             return
-        self._slots.waiting(self._owner)
+        left = self._first_head_left()
+        self._slots.waiting(self._owner, trio.current_time() + left, first=True)
         try:
-            with trio.move_on_after(self._first_head_left()) as scope:
+            with trio.move_on_after(left) as scope:
                 await self._stream.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            if self._owner.expired:
+                raise SocketTimeout("TLS handshake timed out") from None
             raise ClientDisconnected("TLS handshake failed") from exc
         finally:
             self._slots.active(self._owner)
@@ -181,9 +184,15 @@ class RequestReader:
             if received:
                 data = await self._receive_head_part(deadline, header_timeout)
             else:
-                start = await self._wait_for_head(first)
-                if start is None:
-                    return None
+                # Awaited here, not in a helper: idle connections keep a frame less.
+                try:
+                    start = await self._receive(
+                        self._head_wait(first), evictable=True, first=first
+                    )
+                except (SocketTimeout, ClientDisconnected) as exc:
+                    if self._no_head_in_time(exc, first):
+                        return None
+                    raise
                 data = start.lstrip(b"\r\n")  # RFC 9112 §2.2: skip empty lines
                 if not data and not self.at_eof:
                     continue
@@ -206,21 +215,25 @@ class RequestReader:
         left = self._accepted + header_timeout - trio.current_time()
         return max(min(self._timeout, left), 0)
 
-    async def _wait_for_head(self, first: bool) -> bytes | None:
-        """The first bytes of a head; None if none came in time (the connection just
-        closes: there is no request to answer)."""
+    def _head_wait(self, first: bool) -> float:
+        """How long to wait for a head to start."""
         # A keepalive number replaces socket_timeout for the idle wait (eventlet's
         # meaning); a new connection's first wait is idle too, and within the first head's
         # deadline.
         timeout = self._idle_timeout
         if first:
             timeout = min(timeout, self._first_head_left())
-        try:
-            return await self._receive(timeout, evictable=True)
-        except SocketTimeout:
-            what = "no request" if first else "no further request"
-            self._log.debug(f"{what} from {self._owner.peer} in time: closing")
-            return None
+        return timeout
+
+    def _no_head_in_time(self, exc: SocketTimeout | ClientDisconnected, first: bool) -> bool:
+        """Whether the wait for a head ended at its deadline (then the connection just
+        closes: there is no request to answer)."""
+        # ClientDisconnected: closed by Slots.expire() when the deadline passed, or not.
+        if isinstance(exc, ClientDisconnected) and not self._owner.expired:
+            return False
+        what = "no request" if first else "no further request"
+        self._log.debug(f"{what} from {self._owner.peer} in time: closing")
+        return True
 
     async def _receive_head_part(self, deadline: float, header_timeout: float) -> bytes:
         remaining = deadline - trio.current_time()
@@ -436,9 +449,12 @@ class RequestReader:
 
     # -- bytes from the socket ------------------------------------------------------
 
-    async def _receive(self, timeout: float, *, evictable: bool = False) -> bytes:
+    async def _receive(
+        self, timeout: float, *, evictable: bool = False, first: bool = False
+    ) -> bytes:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
-        for them; ``evictable``: while waiting, the connection may be evicted.
+        for them. ``evictable``: the wait is for the ``first`` head or a later one, and
+        meanwhile :class:`Slots` may evict the connection or end it at its deadline.
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for
         the socket, two frames deep. An idle connection's memory is mostly its suspended
@@ -446,7 +462,7 @@ class RequestReader:
         direct = self._direct
         if direct is None:
             if evictable:
-                self._slots.waiting(self._owner)
+                timeout = self._start_waiting(timeout, first)
             try:
                 data = await self._receive_stream(timeout)
             finally:
@@ -463,20 +479,37 @@ class RequestReader:
                 # hello lose 8-14%: the trips to the app's thread stop coming in batches).
                 await trio.lowlevel.cancel_shielded_checkpoint()
             else:
-                received = await self._wait_and_read(direct, timeout, evictable)
+                received = await self._wait_and_read(direct, timeout, evictable, first)
             data = received
         self.at_eof = not data
         return data
 
-    async def _wait_and_read(self, direct: DirectSocket, timeout: float, evictable: bool) -> bytes:
+    def _start_waiting(self, timeout: float, first: bool) -> float:
+        """Tell the slots this connection waits for a head; the time limit left to the
+        wait itself (none when the slots keep its deadline)."""
+        deadline = trio.current_time() + timeout
+        return math.inf if self._slots.waiting(self._owner, deadline, first=first) else timeout
+
+    async def _wait_and_read(
+        self, direct: DirectSocket, timeout: float, evictable: bool, first: bool
+    ) -> bytes:
+        assert isinstance(self._stream, trio.SocketStream)
+        socket = self._stream.socket
         if evictable:
-            self._slots.waiting(self._owner)
+            timeout = self._start_waiting(timeout, first)
         try:
             while True:
-                await self._wait_readable(timeout)
+                if timeout == math.inf:
+                    # No cancel scope (it costs more than the wait), and one frame less
+                    # for each idle connection to keep.
+                    await trio.lowlevel.wait_readable(socket)
+                else:
+                    await self._wait_readable(timeout)
                 received = direct.read_nowait(RECEIVE_SIZE)
                 if received is not None:
                     return received
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
         finally:
             if evictable:
                 self._slots.active(self._owner)
@@ -484,9 +517,6 @@ class RequestReader:
     async def _wait_readable(self, timeout: float) -> None:
         assert isinstance(self._stream, trio.SocketStream)
         try:
-            if timeout == math.inf:  # no cancel scope: it costs more than the wait
-                await trio.lowlevel.wait_readable(self._stream.socket)
-                return
             with trio.move_on_after(timeout) as scope:
                 await trio.lowlevel.wait_readable(self._stream.socket)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

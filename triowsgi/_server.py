@@ -203,7 +203,7 @@ async def _serve(
     shutdown = shutdown or Shutdown()
     acceptor = _Acceptor(app, config, log, stats, shutdown, slots)
     async with trio.open_nursery() as nursery:
-        connections: trio.Nursery = await nursery.start(_run_connections, shutdown)
+        connections: trio.Nursery = await nursery.start(_run_connections, shutdown, slots)
         for listener in listeners:
             nursery.start_soon(acceptor.accept_loop, listener, connections)
         for url in map(_url, listeners):
@@ -220,19 +220,32 @@ async def _serve(
 
 
 async def _run_connections(
-    shutdown: Shutdown, task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED
+    shutdown: Shutdown,
+    slots: Slots,
+    task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The nursery connections run in, shielded from the server's cancellation: when it
-    comes, :meth:`Shutdown.begin` closes idle connections, and this bounds the rest."""
+    comes, :meth:`Shutdown.begin` closes idle connections, and this bounds the rest.
+    Beside them, :meth:`Slots.expire` ends waits for a request head at their deadlines,
+    until no connection waits for one any more."""
     with trio.CancelScope(shield=True) as scope:
         shutdown.scope = scope
         async with trio.open_nursery() as connections:
+            expiring = trio.CancelScope()
+            connections.start_soon(_expire, slots, expiring)
             task_status.started(connections)
             await shutdown.begun.wait()
             scope.deadline = shutdown.deadline
             with trio.move_on_after(FIRST_REQUEST_GRACE):
                 await shutdown.drained.wait()
             shutdown.abort(Phase.IDLE, Phase.READING)
+            # From here on, connections only finish their requests and close.
+            expiring.cancel()
+
+
+async def _expire(slots: Slots, scope: trio.CancelScope) -> None:
+    with scope:
+        await slots.expire()
 
 
 @final

@@ -1,17 +1,25 @@
 """Connection slots: the ``max_size`` (or ``custom_pool``) tokens a connection holds from
-accept to close, and who gives one up when they are all taken.
+accept to close, and the connections that hold one while waiting for a request head.
 
 A connection that is waiting for a request head to start (idle between keep-alive
 requests, or connected and silent since the accept) costs the server a slot and gives
-nothing back. When every slot is taken and a client is waiting to be accepted, the one
-that has waited longest is closed to admit the newcomer, as nginx reuses its idle
-connections: a flood of silent connections then cycles through the slots instead of
-locking everyone out. Only connections in the middle of a request make newcomers wait
-in the kernel's backlog.
+nothing back. Two things end that wait here, for every such connection of the server:
+
+- When every slot is taken and a client is waiting to be accepted, the one that has
+  waited longest is closed to admit the newcomer, as nginx reuses its idle connections:
+  a flood of silent connections then cycles through the slots instead of locking
+  everyone out. Only connections in the middle of a request make newcomers wait in the
+  kernel's backlog.
+- Its deadline (the idle limit, or the first head's): one task, :meth:`Slots.expire`,
+  closes each connection whose deadline passed. A cancel scope per wait would do the
+  same, but it is most of the memory an idle connection costs beyond its frames (about
+  0.9 KB: the scope, its status and two sets, the deadline's heap entry) and a few us of
+  CPU on every request that waits.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, final
 
 import trio
@@ -29,8 +37,20 @@ class Evictable(Protocol):
         """The client's address, for the log."""
         ...
 
+    @property
+    def expired(self) -> bool:
+        """Whether :meth:`expire` closed it."""
+        ...
+
     def evict(self) -> None:
         """Close the connection now; its task ends quietly and releases its slot."""
+
+    def expire(self) -> None:
+        """Close the connection now: it waited for a request head past its deadline."""
+
+
+# (waiting since, deadline) of a waiting connection.
+_Wait = tuple[float, float]
 
 
 @final
@@ -41,22 +61,61 @@ class Slots:
     def __init__(self, limiter: trio.CapacityLimiter, log: ServerLog) -> None:
         self._limiter = limiter
         self._log = log
-        # Connections waiting for a request head to start, longest-waiting first (a dict
-        # keeps insertion order: O(1) to add, remove and find the oldest).
-        self._waiting: dict[Evictable, float] = {}
+        # Connections waiting for a request head, in the order they began to wait (a dict
+        # keeps insertion order: O(1) to add, remove and find the oldest): those waiting
+        # for their first head, and those between requests, whose deadlines follow that
+        # order too (so the first entry's is the nearest); and those whose deadline
+        # came out of order, which end their wait themselves.
+        self._first: dict[Evictable, _Wait] = {}
+        self._later: dict[Evictable, _Wait] = {}
+        self._unreaped: dict[Evictable, _Wait] = {}
         self._more_waiting: trio.Event | None = None
+        # When expire() wakes next, and the event that wakes it sooner.
+        self._wake_at = math.inf
+        self._wake = trio.Event()
         self.evictions = 0
 
-    def waiting(self, connection: Evictable) -> None:
-        """``connection`` starts waiting for a request head: it may be evicted."""
-        self._waiting[connection] = trio.current_time()
+    def waiting(self, connection: Evictable, deadline: float, *, first: bool) -> bool:
+        """``connection`` starts waiting for a request head (its ``first``, or one
+        between requests): it may be evicted. Whether :meth:`expire` will close it at
+        ``deadline``; if not (its deadline would come before one of those that began to
+        wait earlier), the caller must end the wait itself by then."""
+        queue = self._first if first else self._later
+        last = next(reversed(queue.values()), None)
+        reaped = last is None or deadline >= last[1]
+        if not reaped:
+            queue = self._unreaped
+        queue[connection] = (trio.current_time(), deadline)
+        if reaped and deadline < self._wake_at:
+            self._wake_at = deadline
+            self._wake.set()
         if self._more_waiting is not None:
             self._more_waiting.set()
             self._more_waiting = None
+        return reaped
 
     def active(self, connection: Evictable) -> None:
-        """``connection`` has bytes of a request (or is closing): no longer evictable."""
-        self._waiting.pop(connection, None)
+        """``connection`` has bytes of a request (or is closing): no longer waiting."""
+        for queue in (self._later, self._first, self._unreaped):
+            if queue.pop(connection, None) is not None:
+                return
+
+    async def expire(self) -> None:
+        """Close each waiting connection once its deadline passes; runs until cancelled
+        (for as long as the server has connections)."""
+        while True:
+            now = trio.current_time()
+            for queue in (self._first, self._later):
+                while queue:
+                    connection, (_, deadline) = next(iter(queue.items()))
+                    if deadline > now:
+                        break
+                    del queue[connection]
+                    connection.expire()
+            self._wake_at = min(_next_deadline(self._first), _next_deadline(self._later))
+            self._wake = trio.Event()
+            with trio.move_on_at(self._wake_at):
+                await self._wake.wait()
 
     def acquire_nowait(self, slot: object) -> bool:
         """Take a free slot for ``slot`` if there is one."""
@@ -86,15 +145,26 @@ class Slots:
     async def _make_room(self, listening: trio.socket.SocketType) -> None:
         # Readable: a connection is complete in the backlog, waiting for accept().
         await trio.lowlevel.wait_readable(listening)
-        while not self._waiting:
+        queues = [q for q in (self._first, self._later, self._unreaped) if q]
+        while not queues:
             if self._more_waiting is None:
                 self._more_waiting = trio.Event()
             await self._more_waiting.wait()
-        victim, since = next(iter(self._waiting.items()))
-        del self._waiting[victim]
+            queues = [q for q in (self._first, self._later, self._unreaped) if q]
+        queue = min(queues, key=_first_since)
+        victim, (since, _) = next(iter(queue.items()))
+        del queue[victim]
         self.evictions += 1
         self._log.debug(
             f"all connection slots taken: closing the connection from {victim.peer}, "
             f"idle for {trio.current_time() - since:.1f} s, to admit a new client"
         )
         victim.evict()
+
+
+def _next_deadline(queue: dict[Evictable, _Wait]) -> float:
+    return next(iter(queue.values()), (0.0, math.inf))[1]
+
+
+def _first_since(queue: dict[Evictable, _Wait]) -> float:
+    return next(iter(queue.values()))[0]

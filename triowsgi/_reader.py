@@ -360,6 +360,16 @@ class RequestReader:
     async def _receive_body_part(self, until: float) -> bytes | None:
         """Bytes of the body from the client within the body's rate limit and
         ``socket_timeout``; None if ``until`` passed first."""
+        direct = self._direct
+        if direct is not None:
+            # Bytes already there cost no waiting: no clock to read (it was 2% of an
+            # upload's time). The same checkpoints as _receive().
+            await trio.lowlevel.checkpoint_if_cancelled()
+            received = direct.read_nowait(RECEIVE_SIZE)
+            if received is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                self.at_eof = not received
+                return received
         limit = self._body_wait_left()
         started = trio.current_time()
         try:

@@ -471,58 +471,44 @@ class RequestReader:
         coroutine frames: inside ``receive_some`` it would be six (about 2 KiB more)."""
         direct = self._direct
         if direct is None:
+            data = await self._receive_stream(timeout, evictable, first)
+            self.at_eof = not data
+            return data
+        # As receive_some(): a cancelled task reads nothing more, even from a client that
+        # keeps the socket readable (the grace period, _drain's time limit).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        received = direct.read_nowait(RECEIVE_SIZE)
+        if received is not None:
+            # As receive_some() after an immediate read: the other connections get their
+            # turn before this one goes on (measured: without it, upload and hello lose
+            # 8-14%: the trips to the app's thread stop coming in batches).
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self.at_eof = not received
+            return received
+        # Nothing yet: wait here, not in a helper (idle connections keep a frame less).
+        assert isinstance(self._stream, trio.SocketStream)
+        if evictable:
+            timeout = self._start_waiting(timeout, first)
+        try:
+            while received is None:
+                if timeout == math.inf:  # no cancel scope: it costs more than the wait
+                    await trio.lowlevel.wait_readable(self._stream.socket)
+                else:
+                    await self._wait_readable(timeout)
+                received = direct.read_nowait(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise ClientDisconnected(str(exc)) from exc
+        finally:
             if evictable:
-                timeout = self._start_waiting(timeout, first)
-            try:
-                data = await self._receive_stream(timeout)
-            finally:
-                if evictable:
-                    self._slots.active(self._owner)
-        else:
-            # As receive_some(): a cancelled task reads nothing more, even from a client
-            # that keeps the socket readable (the grace period, _drain's time limit).
-            await trio.lowlevel.checkpoint_if_cancelled()
-            received = direct.read_nowait(RECEIVE_SIZE)
-            if received is not None:
-                # As receive_some() after an immediate read: the other connections get
-                # their turn before this one goes on (measured: without it, upload and
-                # hello lose 8-14%: the trips to the app's thread stop coming in batches).
-                await trio.lowlevel.cancel_shielded_checkpoint()
-            else:
-                received = await self._wait_and_read(direct, timeout, evictable, first)
-            data = received
-        self.at_eof = not data
-        return data
+                self._slots.active(self._owner)
+        self.at_eof = not received
+        return received
 
     def _start_waiting(self, timeout: float, first: bool) -> float:
         """Tell the slots this connection waits for a head; the time limit left to the
         wait itself (none when the slots keep its deadline)."""
         deadline = trio.current_time() + timeout
         return math.inf if self._slots.waiting(self._owner, deadline, first=first) else timeout
-
-    async def _wait_and_read(
-        self, direct: DirectSocket, timeout: float, evictable: bool, first: bool
-    ) -> bytes:
-        assert isinstance(self._stream, trio.SocketStream)
-        socket = self._stream.socket
-        if evictable:
-            timeout = self._start_waiting(timeout, first)
-        try:
-            while True:
-                if timeout == math.inf:
-                    # No cancel scope (it costs more than the wait), and one frame less
-                    # for each idle connection to keep.
-                    await trio.lowlevel.wait_readable(socket)
-                else:
-                    await self._wait_readable(timeout)
-                received = direct.read_nowait(RECEIVE_SIZE)
-                if received is not None:
-                    return received
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        finally:
-            if evictable:
-                self._slots.active(self._owner)
 
     async def _wait_readable(self, timeout: float) -> None:
         assert isinstance(self._stream, trio.SocketStream)
@@ -534,7 +520,9 @@ class RequestReader:
         if scope.cancelled_caught:
             raise SocketTimeout("timed out waiting for the client")
 
-    async def _receive_stream(self, timeout: float) -> bytes:
+    async def _receive_stream(self, timeout: float, evictable: bool, first: bool) -> bytes:
+        if evictable:
+            timeout = self._start_waiting(timeout, first)
         try:
             if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -545,4 +533,7 @@ class RequestReader:
                     raise SocketTimeout("timed out waiting for the client")
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
+        finally:
+            if evictable:
+                self._slots.active(self._owner)
         return data if isinstance(data, bytes) else bytes(data)

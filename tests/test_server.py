@@ -270,8 +270,12 @@ async def test_a_waiting_client_evicts_the_longest_idle_connection(nursery: trio
         )
     )
     first, second = [await RawClient.connect(handle.port) for _ in range(2)]
-    for client in (first, second):
-        assert (await get(client))[0] == b"HTTP/1.1 200 OK"  # then idle keep-alive
+    # Each is idle from its access line on: the server writes it and starts waiting for
+    # the next request in one step, and the client may have its response before that.
+    assert (await get(first))[0] == b"HTTP/1.1 200 OK"
+    await wait_until(lambda: len(log.mentioning('"GET / HTTP/1.1" 200')) == 1)
+    assert (await get(second))[0] == b"HTTP/1.1 200 OK"
+    await wait_until(lambda: len(log.mentioning('"GET / HTTP/1.1" 200')) == 2)
 
     third = await RawClient.connect(handle.port)
     assert (await get(third))[0] == b"HTTP/1.1 200 OK"

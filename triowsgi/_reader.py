@@ -125,6 +125,8 @@ class RequestReader:
         self._content_length: int | None = None
         self._body_error: Exception | None = None  # met while reading the body eagerly
         self._body_received = 0
+        # Seconds _receive() waited on the socket since open_body(): all the body's rate
+        # limit counts (a read that finds bytes there waits, and costs, nothing).
         self._body_waited = 0.0
 
     # -- the head -------------------------------------------------------------------
@@ -360,32 +362,19 @@ class RequestReader:
     async def _receive_body_part(self, until: float) -> bytes | None:
         """Bytes of the body from the client within the body's rate limit and
         ``socket_timeout``; None if ``until`` passed first."""
-        direct = self._direct
-        if direct is not None:
-            # Bytes already there cost no waiting: no clock to read (it was 2% of an
-            # upload's time). The same checkpoints as _receive().
-            await trio.lowlevel.checkpoint_if_cancelled()
-            received = direct.read_nowait(RECEIVE_SIZE)
-            if received is not None:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                self.at_eof = not received
-                return received
         limit = self._body_wait_left()
-        started = trio.current_time()
+        waited = self._body_waited
         try:
-            return await self._receive(max(min(self._timeout, limit, until - started), 0))
+            return await self._receive(max(min(self._timeout, limit), 0), until=until)
         except SocketTimeout:
-            now = trio.current_time()
-            if now >= until:
+            if trio.current_time() >= until:
                 return None
-            if now - started >= limit:
+            if self._body_waited - waited >= limit:
                 raise RequestBodyTimeout(
                     f"request body slower than body_timeout={self._config.body_timeout} s "
                     f"+ 1 s per body_min_rate={self._config.body_min_rate} bytes"
                 ) from None
             raise
-        finally:
-            self._body_waited += trio.current_time() - started
 
     def _body_wait_left(self) -> float:
         """Seconds the server may still wait on this body: mod_reqtimeout's
@@ -460,18 +449,25 @@ class RequestReader:
     # -- bytes from the socket ------------------------------------------------------
 
     async def _receive(
-        self, timeout: float, *, evictable: bool = False, first: bool = False
+        self,
+        timeout: float,
+        *,
+        until: float = math.inf,
+        evictable: bool = False,
+        first: bool = False,
     ) -> bytes:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
-        for them. ``evictable``: the wait is for the ``first`` head or a later one, and
-        meanwhile :class:`Slots` may evict the connection or end it at its deadline.
+        for them, and not past ``until``. ``evictable``: the wait is for the ``first``
+        head or a later one, and meanwhile :class:`Slots` may evict the connection or end
+        it at its deadline. The time spent waiting is added to the body's
+        (``_body_waited``).
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for
         the socket, two frames deep. An idle connection's memory is mostly its suspended
         coroutine frames: inside ``receive_some`` it would be six (about 2 KiB more)."""
         direct = self._direct
         if direct is None:
-            data = await self._receive_stream(timeout, evictable, first)
+            data = await self._receive_stream(timeout, until, evictable, first)
             self.at_eof = not data
             return data
         # As receive_some(): a cancelled task reads nothing more, even from a client that
@@ -487,8 +483,10 @@ class RequestReader:
             return received
         # Nothing yet: wait here, not in a helper (idle connections keep a frame less).
         assert isinstance(self._stream, trio.SocketStream)
+        started = trio.current_time()
+        timeout = max(min(timeout, until - started), 0)
         if evictable:
-            timeout = self._start_waiting(timeout, first)
+            timeout = self._start_waiting(started, timeout, first)
         try:
             while received is None:
                 if timeout == math.inf:  # no cancel scope: it costs more than the wait
@@ -499,16 +497,17 @@ class RequestReader:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
         finally:
+            self._body_waited += trio.current_time() - started
             if evictable:
                 self._slots.active(self._owner)
         self.at_eof = not received
         return received
 
-    def _start_waiting(self, timeout: float, first: bool) -> float:
+    def _start_waiting(self, now: float, timeout: float, first: bool) -> float:
         """Tell the slots this connection waits for a head; the time limit left to the
         wait itself (none when the slots keep its deadline)."""
-        deadline = trio.current_time() + timeout
-        return math.inf if self._slots.waiting(self._owner, deadline, first=first) else timeout
+        reaped = self._slots.waiting(self._owner, now + timeout, first=first)
+        return math.inf if reaped else timeout
 
     async def _wait_readable(self, timeout: float) -> None:
         assert isinstance(self._stream, trio.SocketStream)
@@ -520,9 +519,13 @@ class RequestReader:
         if scope.cancelled_caught:
             raise SocketTimeout("timed out waiting for the client")
 
-    async def _receive_stream(self, timeout: float, evictable: bool, first: bool) -> bytes:
+    async def _receive_stream(
+        self, timeout: float, until: float, evictable: bool, first: bool
+    ) -> bytes:
+        started = trio.current_time()
+        timeout = max(min(timeout, until - started), 0)
         if evictable:
-            timeout = self._start_waiting(timeout, first)
+            timeout = self._start_waiting(started, timeout, first)
         try:
             if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -534,6 +537,7 @@ class RequestReader:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ClientDisconnected(str(exc)) from exc
         finally:
+            self._body_waited += trio.current_time() - started
             if evictable:
                 self._slots.active(self._owner)
         return data if isinstance(data, bytes) else bytes(data)

@@ -145,12 +145,10 @@ class Slots:
     async def _make_room(self, listening: trio.socket.SocketType) -> None:
         # Readable: a connection is complete in the backlog, waiting for accept().
         await trio.lowlevel.wait_readable(listening)
-        queues = [q for q in (self._first, self._later, self._unreaped) if q]
-        while not queues:
+        while not (queues := [q for q in (self._first, self._later, self._unreaped) if q]):
             if self._more_waiting is None:
                 self._more_waiting = trio.Event()
             await self._more_waiting.wait()
-            queues = [q for q in (self._first, self._later, self._unreaped) if q]
         queue = min(queues, key=_first_since)
         victim, (since, _) = next(iter(queue.items()))
         del queue[victim]

@@ -15,7 +15,7 @@ import dataclasses
 import math
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, final
 
 import trio
@@ -67,6 +67,8 @@ SEND_SLICE: Final = 16 * 1024
 # The longest a result's close() may take after a response was cut short.
 CLOSE_SECONDS: Final = 5.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
+# h11's events are immutable: one end-of-message serves every response.
+END_OF_MESSAGE: Final = h11.EndOfMessage()
 
 
 @dataclasses.dataclass(slots=True)
@@ -297,7 +299,7 @@ class HTTPConnection:
                     return responder.status_code
                 if not self._sends_body:  # HEAD: the head is all the client gets
                     await self._in_thread(responder.close)
-                    await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
+                    await self._send_all(self._reader.conn.send(END_OF_MESSAGE))
                     return responder.status_code
                 if responder.file is not None:  # wsgi.file_wrapper: by sendfile
                     await self._send_file(responder)
@@ -316,10 +318,11 @@ class HTTPConnection:
         except Exception as exc:
             return await self._app_failed(exc, responder)
 
-    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+    def _in_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         # Abandoned on cancellation: only the shutdown grace period cancels app work, and
-        # an app stuck forever must not hold the server's exit.
-        return await self._workers.run(in_app_thread, fn, *args)
+        # an app stuck forever must not hold the server's exit. Not a coroutine itself:
+        # every resumption of the task passes through each frame of its await chain.
+        return self._workers.run(in_app_thread, fn, *args)
 
     async def _close_result(self, responder: Responder) -> None:
         """The iterable's ``close()`` after the response was cut short."""
@@ -380,7 +383,7 @@ class HTTPConnection:
             self._body_bytes += len(data)
             pieces += self._reader.conn.send_with_data_passthrough(h11.Data(data=data)) or ()
         if batch.done:
-            pieces.append(self._reader.conn.send(h11.EndOfMessage()))
+            pieces.append(self._reader.conn.send(END_OF_MESSAGE))
         # From here the client may have part of the final response (100 Continue is not
         # one): an error can no longer be answered with a status.
         self._reader.response_started = True
@@ -452,7 +455,7 @@ class HTTPConnection:
             if responder.file is not None:
                 return False, unsent
             responder.close()
-            return True, [self._reader.conn.send(h11.EndOfMessage())]
+            return True, [self._reader.conn.send(END_OF_MESSAGE)]
         except BaseException:
             responder.close()  # as Responder closes its result on an error
             raise
@@ -471,7 +474,7 @@ class HTTPConnection:
             await self._close_result(responder)
             raise
         await self._in_thread(responder.close)
-        await self._send_all(self._reader.conn.send(h11.EndOfMessage()))
+        await self._send_all(self._reader.conn.send(END_OF_MESSAGE))
 
     async def _wait_writable(self) -> None:
         """Wait until a plain socket takes more bytes (direct writes, sendfile): at most
@@ -503,7 +506,7 @@ class HTTPConnection:
         data = (
             self._status_line_version(writer.send(head))
             + writer.send(h11.Data(data=body))
-            + writer.send(h11.EndOfMessage())
+            + writer.send(END_OF_MESSAGE)
         )
         self._sends_body = False
         with contextlib.suppress(ClientDisconnected, SocketTimeout):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Generic, TypeVar, final
 
 import outcome
@@ -40,6 +40,11 @@ class _Job(Generic[T]):
         self.task = task
         self.abandoned = False
 
+    def abort(self, _: Any) -> Abort:
+        """The waiting task was cancelled: skip the call, or drop its result."""
+        self.abandoned = True
+        return Abort.SUCCEEDED
+
 
 @final
 class WorkerPool:
@@ -63,17 +68,15 @@ class WorkerPool:
         self._results: list[tuple[_Job[Any], outcome.Outcome[Any]]] = []
         self._delivery_pending = False
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread; its result, or its exception re-raised."""
+    def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
+        """``fn(*args)`` in a worker thread; await it for its result, or its exception
+        re-raised. Await it at once: the call is queued when ``run`` is called.
+
+        Not a coroutine function itself, so that a task waiting on a worker is a frame
+        shallower (each resumption of a task passes through every frame it awaits in)."""
         job: _Job[T] = _Job(fn, args, current_task())
         self._submit(job)
-
-        def abort(_: Any) -> Abort:
-            job.abandoned = True
-            return Abort.SUCCEEDED
-
-        result: T = await trio.lowlevel.wait_task_rescheduled(abort)
-        return result
+        return trio.lowlevel.wait_task_rescheduled(job.abort)
 
     @property
     def saturated(self) -> bool:

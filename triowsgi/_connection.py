@@ -137,7 +137,7 @@ class HTTPConnection:
         self._stats = stats
         self._shutdown = shutdown
         self._info = connection_info(stream)
-        self._proxies = proxies
+        self._proxies = proxies if proxies else None  # one test per request, not a call
         self._reader = RequestReader(
             stream,
             self._direct,
@@ -241,7 +241,7 @@ class HTTPConnection:
         # The app's thread is not one of Trio's: this is what it passes as trio_token=
         # to call back into the server's Trio loop (trio.from_thread.run and friends).
         environ["triowsgi.trio_token"] = self._workers.token
-        if self._proxies:
+        if self._proxies is not None:
             self._proxies.apply(environ)
         responder = Responder(
             self._app,
@@ -263,7 +263,11 @@ class HTTPConnection:
             # Also when the client went away or the server is stopping: posthooks are
             # shielded, and the request did reach the app, so it is logged.
             finished = time.perf_counter()
-            await self._run_posthooks(environ)
+            hooks = _posthooks(environ)
+            if hooks:
+                # No shield of their own: the request's in-flight scope already protects
+                # them from the server's cancellation, and the grace period bounds them.
+                await self._in_thread(call_posthooks, hooks, environ, self._log)
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
     def _send_from_thread(self, batch: Batch) -> None:
@@ -523,18 +527,6 @@ class HTTPConnection:
             return False
         return await self._reader.next_cycle()
 
-    async def _run_posthooks(self, environ: dict[str, Any]) -> None:
-        # Looked up now, not when the environ was built: an app may replace the list.
-        hooks = list(environ.get(POSTHOOK_KEYS[0]) or ())
-        alias = environ.get(POSTHOOK_KEYS[1])
-        if alias and alias is not environ.get(POSTHOOK_KEYS[0]):
-            hooks += alias
-        if not hooks:
-            return
-        # No shield of their own: the request's in-flight scope already protects them
-        # from the server's cancellation, and the grace period still bounds them.
-        await self._in_thread(call_posthooks, hooks, environ, self._log)
-
     def _log_access(
         self,
         request: h11.Request,
@@ -576,6 +568,16 @@ class HTTPConnection:
                 with trio.move_on_after(LINGER_SECONDS):
                     await stream.aclose()
                 await trio.aclose_forcefully(stream)
+
+
+def _posthooks(environ: dict[str, Any]) -> list[Any]:
+    """The request's posthooks, looked up once the response is sent, not when the
+    environ was built: an app may replace the list."""
+    hooks = list(environ.get(POSTHOOK_KEYS[0]) or ())
+    alias = environ.get(POSTHOOK_KEYS[1])
+    if alias and alias is not environ.get(POSTHOOK_KEYS[0]):
+        hooks += alias
+    return hooks
 
 
 async def _lingering_close(stream: trio.SocketStream) -> None:

@@ -167,11 +167,12 @@ class RequestReader:
         # request, from the accept), however slowly it trickles in (slowloris);
         # socket_timeout bounds each wait within it.
         header_timeout = _seconds(self._config.header_timeout)
-        deadline = self._accepted + header_timeout if first else math.inf
+        limit = self._accepted + header_timeout if first else math.inf
         prefix = b""  # the first bytes of the head, to tell 414 from 431
         if buffered:
-            deadline = min(deadline, trio.current_time() + header_timeout)
+            limit = min(limit, trio.current_time() + header_timeout)
             prefix = self._head_prefix(buffered)
+        deadline: float | None = limit
         # Nothing buffered: h11 can only say NEED_DATA, so don't ask it (a call saved on
         # every request).
         event = h11.NEED_DATA if not buffered and not closed else self._next_event(prefix)
@@ -184,6 +185,10 @@ class RequestReader:
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed
             if received:
+                if deadline is None:
+                    # The clock is read only now, when the head needs a second read
+                    # (nearly never), not at its first byte: nothing was awaited since.
+                    deadline = trio.current_time() + header_timeout
                 data = await self._receive_head_part(deadline, header_timeout)
             else:
                 # Awaited here, not in a helper: idle connections keep a frame less.
@@ -200,7 +205,7 @@ class RequestReader:
                     continue
                 self.phase = Phase.READING
                 if not first:
-                    deadline = trio.current_time() + header_timeout
+                    deadline = None  # from this first byte: see below
                 prefix = self._head_prefix(data)
             received.append(data)
             self.conn.receive_data(data)

@@ -102,7 +102,10 @@ def _versions(versions: dict[str, str | None]) -> str:
 
 
 def shown_path(path: str) -> str:
-    """``path`` relative to the repository when it lies inside it (a nox virtualenv)."""
+    """``path`` relative to the repository when it lies inside it (a nox virtualenv);
+    anything else (a URL, an option) as it is."""
+    if not os.path.isabs(path):
+        return path
     relative = os.path.relpath(path, REPO)
     return path if relative.startswith("..") else relative
 

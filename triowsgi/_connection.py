@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import math
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar, final
@@ -96,7 +97,9 @@ def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
         # ENOTCONN: the client reset between accept() and here. Its first read will
         # say so, and it will never send a request that needs these addresses.
         return ConnectionInfo(scheme, "", "", "", "")
-    return ConnectionInfo(scheme, str(server[0]), str(server[1]), str(remote[0]), str(remote[1]))
+    # The server's address is the same for thousands of connections: one copy of it.
+    server_name, server_port = sys.intern(str(server[0])), sys.intern(str(server[1]))
+    return ConnectionInfo(scheme, server_name, server_port, str(remote[0]), str(remote[1]))
 
 
 def _seconds(value: float | None) -> float:
@@ -184,6 +187,7 @@ class HTTPConnection:
                     break
                 if request is None or not await self._serve(request):
                     break
+                del request  # an idle connection keeps nothing of its last request
         except ClientDisconnected:
             if not self._evicted:
                 self._log.debug(f"connection from {self.peer} closed by the client")

@@ -66,6 +66,13 @@ DRAIN_LIMIT: Final = 1024 * 1024
 DRAIN_SECONDS: Final = 10.0
 
 
+# A connection waiting for a request head with nothing buffered has an h11 state machine
+# as good as new (both sides IDLE, no bytes, not closed): it is dropped for the wait and
+# a fresh one made when the wait ends, so that thousands of idle connections keep none
+# (~1 KB each). This one stands in meanwhile; it is never fed or sent through.
+_WAITING: Final = h11.Connection(h11.SERVER)
+
+
 def _seconds(value: float | None) -> float:
     return math.inf if value is None else value
 
@@ -108,7 +115,7 @@ class RequestReader:
         self._log = log
         self._send = send
         self._token = token
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+        self.conn = self._new_conn()
         self._timeout = _seconds(config.socket_timeout)
         self._max_body = _seconds(config.max_body_size)
         self._idle_timeout = config.keepalive_timeout
@@ -426,12 +433,13 @@ class RequestReader:
         # RFC 9112 §2.2: skip empty lines before the next request line (a pipelined
         # request, a CRLF after a body), which h11 refuses. Its buffer can't be edited,
         # so a fresh state machine (both sides IDLE, as after a cycle) gets the rest.
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=self._config.max_header_bytes
-        )
+        self.conn = self._new_conn()
         self.conn.receive_data(trailing.lstrip(b"\r\n"))
         if closed:
             self.conn.receive_data(b"")
+
+    def _new_conn(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._config.max_header_bytes)
 
     async def _drain(self) -> bool:
         drained = 0
@@ -463,9 +471,10 @@ class RequestReader:
     ) -> bytes:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
         for them, and not past ``until``. ``evictable``: the wait is for the ``first``
-        head or a later one, and meanwhile :class:`Slots` may evict the connection or end
-        it at its deadline. The time spent waiting is added to the body's
-        (``_body_waited``).
+        head or a later one, with nothing buffered: meanwhile :class:`Slots` may evict the
+        connection or end it at its deadline, and ``conn`` is a fresh state machine when
+        the wait ends (see :data:`_WAITING`). The time spent waiting is added to the
+        body's (``_body_waited``).
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for
         the socket, two frames deep. An idle connection's memory is mostly its suspended
@@ -492,6 +501,7 @@ class RequestReader:
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
+            self.conn = _WAITING
         try:
             while received is None:
                 if timeout == math.inf:  # no cancel scope: it costs more than the wait
@@ -505,6 +515,7 @@ class RequestReader:
             self._body_waited += trio.current_time() - started
             if evictable:
                 self._slots.active(self._owner)
+                self.conn = self._new_conn()
         self.at_eof = not received
         return received
 
@@ -531,6 +542,7 @@ class RequestReader:
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
+            self.conn = _WAITING
         try:
             if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -545,4 +557,5 @@ class RequestReader:
             self._body_waited += trio.current_time() - started
             if evictable:
                 self._slots.active(self._owner)
+                self.conn = self._new_conn()
         return data if isinstance(data, bytes) else bytes(data)

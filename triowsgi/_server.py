@@ -34,6 +34,8 @@ ACCEPT_CAPACITY_ERRNOS: Final = frozenset(
 ACCEPT_CAPACITY_ERROR_SLEEP: Final = 0.1
 # Connections taken from the backlog per scheduler turn, after an awaited accept().
 ACCEPT_BATCH: Final = 128
+# Every connection task's name: one string, where trio would format one per task.
+TASK_NAME: Final = "triowsgi connection"
 # A client that went away between connect() and accept(): skip it, as trio does.
 ACCEPT_SKIP_ERRNOS: Final = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, getattr(errno, "ENOTCONN", errno.ECONNABORTED)}
@@ -284,7 +286,7 @@ class _Acceptor:
                 except BaseException:
                     self._slots.release(slot)
                     raise
-                nursery.start_soon(self._serve_connection, stream, slot)
+                nursery.start_soon(self._serve_connection, stream, slot, name=TASK_NAME)
                 self._accept_waiting(backlog, nursery)
 
     def _accept_waiting(self, backlog: _Backlog, nursery: trio.Nursery) -> None:
@@ -299,7 +301,7 @@ class _Acceptor:
             if stream is None:
                 self._slots.release(slot)
                 return
-            nursery.start_soon(self._serve_connection, stream, slot)
+            nursery.start_soon(self._serve_connection, stream, slot, name=TASK_NAME)
 
     async def _accept(self, listener: trio.abc.Listener[Any]) -> trio.abc.Stream:
         while True:

@@ -286,7 +286,7 @@ class _Acceptor:
                 except BaseException:
                     self._slots.release(slot)
                     raise
-                nursery.start_soon(self._serve_connection, stream, slot, name=TASK_NAME)
+                self._serve_connection(nursery, stream, slot)
                 self._accept_waiting(backlog, nursery)
 
     def _accept_waiting(self, backlog: _Backlog, nursery: trio.Nursery) -> None:
@@ -301,7 +301,7 @@ class _Acceptor:
             if stream is None:
                 self._slots.release(slot)
                 return
-            nursery.start_soon(self._serve_connection, stream, slot, name=TASK_NAME)
+            self._serve_connection(nursery, stream, slot)
 
     async def _accept(self, listener: trio.abc.Listener[Any]) -> trio.abc.Stream:
         while True:
@@ -317,8 +317,10 @@ class _Acceptor:
                 )
                 await trio.sleep(ACCEPT_CAPACITY_ERROR_SLEEP)
 
-    async def _serve_connection(self, stream: trio.abc.Stream, slot: object) -> None:
-        self._stats.open_connections += 1
+    def _serve_connection(
+        self, nursery: trio.Nursery, stream: trio.abc.Stream, slot: object
+    ) -> None:
+        """Start the task of a new connection, which holds ``slot`` until it ends."""
         try:
             connection = HTTPConnection(
                 stream,
@@ -330,18 +332,15 @@ class _Acceptor:
                 shutdown=self._shutdown,
                 proxies=self._proxies,
                 slots=self._slots,
+                slot=slot,
             )
-            self._shutdown.add(connection)
-            try:
-                await connection.run()
-            finally:
-                self._shutdown.discard(connection)
         except Exception as exc:
             # A bug of ours must cost this connection only, never the server.
             self._log.exception("internal error serving a connection", exc)
-        finally:
-            self._stats.open_connections -= 1
             self._slots.release(slot)
+            nursery.start_soon(trio.aclose_forcefully, stream)
+            return
+        nursery.start_soon(connection.run, name=TASK_NAME)
 
 
 @final

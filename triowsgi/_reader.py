@@ -501,7 +501,6 @@ class RequestReader:
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
-            self.conn = _WAITING
         try:
             while received is None:
                 if timeout == math.inf:  # no cancel scope: it costs more than the wait
@@ -514,16 +513,21 @@ class RequestReader:
         finally:
             self._body_waited += trio.current_time() - started
             if evictable:
-                self._slots.active(self._owner)
-                self.conn = self._new_conn()
+                self._end_waiting()
         self.at_eof = not received
         return received
 
     def _start_waiting(self, now: float, timeout: float, first: bool) -> float:
-        """Tell the slots this connection waits for a head; the time limit left to the
-        wait itself (none when the slots keep its deadline)."""
+        """Tell the slots this connection waits for a head, and let go of its state
+        machine meanwhile; the time limit left to the wait itself (none when the slots
+        keep its deadline)."""
         reaped = self._slots.waiting(self._owner, now + timeout, first=first)
+        self.conn = _WAITING
         return math.inf if reaped else timeout
+
+    def _end_waiting(self) -> None:
+        self._slots.active(self._owner)
+        self.conn = self._new_conn()
 
     async def _wait_readable(self, timeout: float) -> None:
         assert isinstance(self._stream, trio.SocketStream)
@@ -542,7 +546,6 @@ class RequestReader:
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
-            self.conn = _WAITING
         try:
             if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)
@@ -556,6 +559,5 @@ class RequestReader:
         finally:
             self._body_waited += trio.current_time() - started
             if evictable:
-                self._slots.active(self._owner)
-                self.conn = self._new_conn()
+                self._end_waiting()
         return data if isinstance(data, bytes) else bytes(data)

@@ -17,7 +17,8 @@ import pytest
 import trio
 from conftest import RawClient, hello_app
 
-from triowsgi._reader import DRAIN_LIMIT
+from triowsgi._h11 import h11
+from triowsgi._reader import _WAITING, DRAIN_LIMIT
 
 HELLO_RESPONSE_BODY = b"Hello, world!\n"
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -394,6 +395,30 @@ async def test_small_unread_chunked_body_is_drained_for_the_next_request(start_s
         _, _, body = await client.read_response()
         assert body == path
     await client.aclose()
+
+
+async def test_a_crlf_after_a_body_keeps_the_connection_open(start_server) -> None:
+    # RFC 9112 §2.2: empty lines before a request line are skipped, also when they are
+    # all that came after the body (old browsers sent a CRLF after a POST's body).
+    server = await start_server(echo_path_app)
+    client = await connect(server.port)
+    await client.send(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\n")
+    status, _, body = await client.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"/first")
+    await client.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await client.read_response()
+    assert (status, body) == (b"HTTP/1.1 200 OK", b"/next")
+    await client.aclose()
+
+
+def test_the_stand_in_for_an_idle_state_machine_takes_and_sends_nothing() -> None:
+    # Shared by every idle connection: an app thread that outlived its response must
+    # not pass bytes to or from another client through it.
+    with pytest.raises(RuntimeError):
+        _WAITING.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(h11.LocalProtocolError):
+        _WAITING.send(h11.Data(data=b"x"))
+    assert isinstance(_WAITING.next_event(), h11.ConnectionClosed)
 
 
 async def test_large_unread_body_closes_after_the_response(start_server) -> None:

@@ -69,8 +69,12 @@ DRAIN_SECONDS: Final = 10.0
 # A connection waiting for a request head with nothing buffered has an h11 state machine
 # as good as new (both sides IDLE, no bytes, not closed): it is dropped for the wait and
 # a fresh one made when the wait ends, so that thousands of idle connections keep none
-# (~1 KB each). This one stands in meanwhile; it is never fed or sent through.
+# (~1 KB each). This one stands in meanwhile, shared by all. Nothing of ours uses it; an
+# app thread that outlived its response and still writes or reads must not reach another
+# client through it, so it takes no bytes (closed: more raise) and sends none (ERROR).
 _WAITING: Final = h11.Connection(h11.SERVER)
+_WAITING.receive_data(b"")
+_WAITING.send_failed()
 
 
 def _seconds(value: float | None) -> float:
@@ -434,7 +438,9 @@ class RequestReader:
         # request, a CRLF after a body), which h11 refuses. Its buffer can't be edited,
         # so a fresh state machine (both sides IDLE, as after a cycle) gets the rest.
         self.conn = self._new_conn()
-        self.conn.receive_data(trailing.lstrip(b"\r\n"))
+        rest = trailing.lstrip(b"\r\n")
+        if rest:  # (b"" would tell h11 the client closed)
+            self.conn.receive_data(rest)
         if closed:
             self.conn.receive_data(b"")
 
@@ -472,8 +478,8 @@ class RequestReader:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
         for them, and not past ``until``. ``evictable``: the wait is for the ``first``
         head or a later one, with nothing buffered: meanwhile :class:`Slots` may evict the
-        connection or end it at its deadline, and ``conn`` is a fresh state machine when
-        the wait ends (see :data:`_WAITING`). The time spent waiting is added to the
+        connection or end it at its deadline, and if it had to wait, ``conn`` is a fresh
+        state machine afterwards (see :data:`_WAITING`). The time spent waiting is added to the
         body's (``_body_waited``).
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for

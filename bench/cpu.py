@@ -15,9 +15,9 @@ import argparse
 import dataclasses
 import os
 import statistics
-import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from .__main__ import pick_cpus, raise_fd_limit
 from .ab import named_loads
@@ -44,17 +44,19 @@ def cpu_seconds(handle: Running) -> tuple[float, float]:
 
 def measure(load: Load, handle: Running, seconds: float, cpu: int | None) -> tuple[float, ...]:
     """req/s, and user and system microseconds per request, over the middle of a run."""
-    outcome: list[WrkResult] = []
-    worker = threading.Thread(target=lambda: outcome.append(run_wrk(load, handle, seconds, cpu)))
-    worker.start()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        wrk = pool.submit(run_wrk, load, handle, seconds, cpu)  # re-raises in result()
+        return _sample(wrk, handle, seconds)
+
+
+def _sample(wrk: Future[WrkResult], handle: Running, seconds: float) -> tuple[float, ...]:
     time.sleep(seconds * 0.2)  # connections set up, the server warm
     user0, system0 = cpu_seconds(handle)
     started = time.monotonic()
     time.sleep(seconds * 0.6)
     user1, system1 = cpu_seconds(handle)
     elapsed = time.monotonic() - started
-    worker.join()
-    rps = outcome[0].rps
+    rps = wrk.result().rps
     return rps, (user1 - user0) / elapsed / rps * 1e6, (system1 - system0) / elapsed / rps * 1e6
 
 

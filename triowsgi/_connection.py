@@ -152,7 +152,7 @@ class HTTPConnection:
             slots=slots,
             log=log,
             send=self._send_all,
-            token=workers.token,
+            workers=workers,
         )
         self._timeout = _seconds(config.socket_timeout)
         # A write waits at most this long for the client to take more bytes.
@@ -294,7 +294,15 @@ class HTTPConnection:
         if self._direct is not None:
             pieces = self._direct.write(pieces)
         if pieces:
-            trio.from_thread.run(self._send_pieces, pieces, trio_token=self._workers.token)
+            # What is left waits for the client to read: the thread's place goes back
+            # meanwhile (a TLS stream can't tell, so it always does).
+            self._workers.wait_on_client(self._send_pieces_released, pieces)
+
+    def _send_pieces_released(
+        self, pieces: Pieces, release: Callable[[], None]
+    ) -> Awaitable[None]:
+        release()
+        return self._send_pieces(pieces)
 
     def _status_line_version(self, head: bytes) -> bytes:
         # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names

@@ -46,6 +46,7 @@ from ._logging import ServerLog
 from ._request import as_http11, check_line_ends, check_request, check_request_line
 from ._shutdown import Phase
 from ._slots import Evictable, Slots
+from ._workers import WorkerPool
 
 __all__ = ["EAGER_BODY_LIMIT", "EAGER_BODY_WAIT", "RECEIVE_SIZE", "RequestReader"]
 
@@ -87,7 +88,8 @@ class RequestReader:
 
     ``conn`` is that state machine: the connection's response side sends through it.
     ``owner`` is the connection, evicted through ``slots`` while it waits for a head;
-    ``send`` writes bytes to the client (for ``100 Continue``).
+    ``send`` writes bytes to the client (for ``100 Continue``). The app's reads of
+    the body wait on the client through ``workers``, holding no place in it meanwhile.
     """
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
@@ -95,7 +97,7 @@ class RequestReader:
         "_accepted", "_body_error", "_body_received", "_body_waited", "_config",
         "_content_length", "_direct", "_idle_timeout", "_input", "_log", "_max_body",
         "_owner", "_send", "_served",
-        "_slots", "_stream", "_timeout", "_token", "at_eof", "broken", "conn",
+        "_slots", "_stream", "_timeout", "_workers", "at_eof", "broken", "conn",
         "phase", "response_started",
     )  # fmt: skip
 
@@ -109,7 +111,7 @@ class RequestReader:
         slots: Slots,
         log: ServerLog,
         send: Callable[[bytes], Awaitable[None]],
-        token: trio.lowlevel.TrioToken,
+        workers: WorkerPool,
     ) -> None:
         self._stream = stream
         self._direct = direct
@@ -118,7 +120,7 @@ class RequestReader:
         self._slots = slots
         self._log = log
         self._send = send
-        self._token = token
+        self._workers = workers
         self.conn = self._new_conn()
         self._timeout = _seconds(config.socket_timeout)
         self._max_body = _seconds(config.max_body_size)
@@ -338,19 +340,28 @@ class RequestReader:
             return False
 
     def _pull_body(self) -> bytes | bytearray:
-        """In the app's thread: the next piece of the body (``wsgi.input``'s source)."""
+        """In the app's thread: the next piece of the body (``wsgi.input``'s source).
+        While it waits for the client, the thread holds no place in ``threads``."""
         if self._body_error is not None:
             raise self._body_error
-        data = trio.from_thread.run(self._receive_body, trio_token=self._token)
+        data = self._workers.wait_on_client(self._pull_for_app)
         assert data is not None  # no time limit but the client's
         return data
 
+    def _pull_for_app(self, release: Callable[[], None]) -> Awaitable[bytes | bytearray | None]:
+        return self._receive_body(on_wait=release)
+
     async def _receive_body(
-        self, *, need_data: bool = False, until: float = math.inf
+        self,
+        *,
+        need_data: bool = False,
+        until: float = math.inf,
+        on_wait: Callable[[], None] | None = None,
     ) -> bytes | bytearray | None:
         """The next piece of the request body, ``b""`` at its end; None if ``until``
         passed first. h11's own piece, not a copy: it is joined or appended once by the
-        reader. ``need_data``: h11 just said NEED_DATA, so read before asking it again."""
+        reader. ``need_data``: h11 just said NEED_DATA, so read before asking it again.
+        ``on_wait`` is called before any wait on the client (the 100 Continue included)."""
         try:
             if self._body_received > self._max_body:
                 raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
@@ -365,8 +376,8 @@ class RequestReader:
                     return b""
                 if event is not h11.NEED_DATA:
                     raise ClientDisconnected("the client closed before sending the whole body")
-                await self._maybe_send_continue()
-                data = await self._receive_body_part(until)
+                await self._maybe_send_continue(on_wait)
+                data = await self._receive_body_part(until, on_wait)
                 if data is None:
                     return None
                 self.conn.receive_data(data)
@@ -375,13 +386,17 @@ class RequestReader:
             self.broken = True  # what is left of the body can't be framed or waited for
             raise
 
-    async def _receive_body_part(self, until: float) -> bytes | None:
+    async def _receive_body_part(
+        self, until: float, on_wait: Callable[[], None] | None
+    ) -> bytes | None:
         """Bytes of the body from the client within the body's rate limit and
         ``socket_timeout``; None if ``until`` passed first."""
         limit = self._body_wait_left()
         waited = self._body_waited
         try:
-            return await self._receive(max(min(self._timeout, limit), 0), until=until)
+            return await self._receive(
+                max(min(self._timeout, limit), 0), until=until, on_wait=on_wait
+            )
         except SocketTimeout:
             if trio.current_time() >= until:
                 return None
@@ -401,8 +416,10 @@ class RequestReader:
         allowed = timeout + (self._body_received / rate if rate else 0.0)
         return allowed - self._body_waited
 
-    async def _maybe_send_continue(self) -> None:
+    async def _maybe_send_continue(self, on_wait: Callable[[], None] | None) -> None:
         if self.conn.they_are_waiting_for_100_continue and not self.response_started:
+            if on_wait is not None:  # the body's wait follows: release the thread now
+                on_wait()
             headers = self._input.hundred_continue_headers if self._input else []
             # h11 leaves the reason empty ("HTTP/1.1 100 \r\n"); send eventlet's line.
             interim = h11.InformationalResponse(
@@ -474,20 +491,21 @@ class RequestReader:
         until: float = math.inf,
         evictable: bool = False,
         first: bool = False,
+        on_wait: Callable[[], None] | None = None,
     ) -> bytes:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
         for them, and not past ``until``. ``evictable``: the wait is for the ``first``
         head or a later one, with nothing buffered: meanwhile :class:`Slots` may evict the
         connection or end it at its deadline, and if it had to wait, ``conn`` is a fresh
         state machine afterwards (see :data:`_WAITING`). The time spent waiting is added to the
-        body's (``_body_waited``).
+        body's (``_body_waited``). ``on_wait`` is called when the read has to wait.
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for
         the socket, two frames deep. An idle connection's memory is mostly its suspended
         coroutine frames: inside ``receive_some`` it would be six (about 2 KiB more)."""
         direct = self._direct
         if direct is None:
-            data = await self._receive_stream(timeout, until, evictable, first)
+            data = await self._receive_stream(timeout, until, evictable, first, on_wait)
             self.at_eof = not data
             return data
         # As receive_some(): a cancelled task reads nothing more, even from a client that
@@ -507,6 +525,8 @@ class RequestReader:
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
+        if on_wait is not None:
+            on_wait()
         try:
             while received is None:
                 if timeout == math.inf:  # no cancel scope: it costs more than the wait
@@ -546,12 +566,19 @@ class RequestReader:
             raise SocketTimeout("timed out waiting for the client")
 
     async def _receive_stream(
-        self, timeout: float, until: float, evictable: bool, first: bool
+        self,
+        timeout: float,
+        until: float,
+        evictable: bool,
+        first: bool,
+        on_wait: Callable[[], None] | None,
     ) -> bytes:
         started = trio.current_time()
         timeout = max(min(timeout, until - started), 0)
         if evictable:
             timeout = self._start_waiting(started, timeout, first)
+        if on_wait is not None:  # TLS can't tell whether bytes are there: assume a wait
+            on_wait()
         try:
             if timeout == math.inf:
                 data = await self._stream.receive_some(RECEIVE_SIZE)

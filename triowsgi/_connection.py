@@ -38,6 +38,7 @@ from ._reader import RECEIVE_SIZE, RequestReader
 from ._response import build_response, has_body
 from ._shutdown import Phase, Shutdown
 from ._slots import Slots
+from ._upgrade import TakenSocket, Tunnel
 from ._workers import WorkerPool
 from ._wsgi import (
     Batch,
@@ -52,6 +53,7 @@ from ._wsgi import (
 __all__ = ["ConnectionStats", "HTTPConnection", "connection_info"]
 
 T = TypeVar("T")
+TunnelHandler = Callable[[Tunnel], Awaitable[None]]
 
 # After an error response, keep reading (and discarding) for a while before closing, so
 # the client's unsent request bytes don't make the kernel reset the connection and
@@ -113,9 +115,9 @@ class HTTPConnection:
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
     __slots__ = (
         "_app", "_body_bytes", "_config", "_direct", "_evicted", "_failed",
-        "_http10_only", "_info", "_log", "_method", "_proxies", "_reader",
+        "_http10_only", "_info", "_log", "_method", "_proxies", "_reader", "_responder",
         "_send_timeout", "_sends_body", "_shutdown", "_slot", "_slots", "_stats", "_stream",
-        "_timeout", "_workers", "expired",
+        "_taken", "_timeout", "_tunnel", "_tunnel_handler", "_workers", "expired",
     )  # fmt: skip
 
     def __init__(
@@ -165,6 +167,11 @@ class HTTPConnection:
         self._failed = False  # the server answered with an error: close after it
         self._evicted = False
         self.expired = False  # closed by Slots.expire(): no request head in time
+        # Taken over by the app (see _upgrade.py): HTTP is over on this connection.
+        self._responder: Responder | None = None  # the request being answered
+        self._tunnel: Tunnel | None = None
+        self._taken: TakenSocket | None = None  # get_socket()'s
+        self._tunnel_handler: TunnelHandler | None = None  # take_stream()'s
 
     @property
     def phase(self) -> Phase:
@@ -242,7 +249,79 @@ class HTTPConnection:
         """Answer ``request``; True if the connection may carry another."""
         self._reader.phase = Phase.BUSY
         await self._respond(request)
+        if self._tunnel is not None:
+            await self._run_tunnel_handler()
+            return False
         return await self._next_cycle() and not self._shutdown.closing
+
+    # -- taken over by the app (see _upgrade.py) --------------------------------------
+
+    def _take_socket(self) -> TakenSocket:
+        """``wsgi.input.get_socket()``, in the app's thread."""
+        if self._taken is None:
+            responder = self._take()
+            raw = _raw_socket(self._stream)
+            tls = isinstance(self._stream, trio.SSLStream)
+            assert self._tunnel is not None
+            self._taken = TakenSocket(self._tunnel, self._workers.token, raw, tls)
+            responder.taken = True
+            # Its thread is the connection's handler now, for as long as it likes.
+            self._workers.detach()
+        return self._taken
+
+    def _taken_status(self, responder: Responder) -> int:
+        """For the access log: the status of the head the app wrote on the taken
+        connection, or gave to start_response; else 101 (a handler writes it later)."""
+        if self._tunnel is not None and self._tunnel.status:
+            return self._tunnel.status
+        status = responder.status or ""
+        return int(status[:3]) if status[:3].isdigit() else 101
+
+    def _take_stream(self, handler: TunnelHandler) -> None:
+        """``environ["triowsgi.take_stream"]``, in the app's thread: ``await
+        handler(tunnel)`` in this task once the app returns."""
+        if self._taken is not None or self._tunnel_handler is not None:
+            raise RuntimeError("the connection was already taken over")
+        self._take().taken = True
+        self._tunnel_handler = handler
+
+    def _take(self) -> Responder:
+        responder = self._responder
+        if responder is None or self._reader.response_started or responder.head_sent:
+            raise OSError("the connection can't be taken: its response has started")
+        self._tunnel = Tunnel(self._stream, self._reader.hand_over(), self._send_timeout)
+        if self._direct is not None:
+            self._direct.close()  # the server's own reads and writes are over
+        if self._shutdown.closing:
+            trio.from_thread.run_sync(self.going_away, trio_token=self._workers.token)
+        return responder
+
+    def _set_idle(self) -> None:
+        """``environ["eventlet.set_idle"]``, in the app's thread: the connection no
+        longer holds up a graceful shutdown."""
+        trio.from_thread.run_sync(self._idle, trio_token=self._workers.token)
+
+    def _idle(self) -> None:
+        self._reader.phase = Phase.IDLE
+        if self._shutdown.closing:
+            self.abort()
+
+    def going_away(self) -> None:
+        """The graceful shutdown began: the taker is told (see :class:`Tunnel`)."""
+        if self._tunnel is not None:
+            self._tunnel.begin_closing()
+
+    async def _run_tunnel_handler(self) -> None:
+        handler, self._tunnel_handler = self._tunnel_handler, None
+        if handler is None:
+            return
+        assert self._tunnel is not None
+        try:
+            await handler(self._tunnel)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._log.debug(f"connection from {self.peer} taken over, then lost: {exc}")
+        except Exception as exc:
+            self._log.exception(f"error in the connection handler for {self.peer}", exc)
 
     # -- responding -----------------------------------------------------------------
 
@@ -259,6 +338,9 @@ class HTTPConnection:
         # The app's thread is not one of Trio's: this is what it passes as trio_token=
         # to call back into the server's Trio loop (trio.from_thread.run and friends).
         environ["triowsgi.trio_token"] = self._workers.token
+        environ["eventlet.set_idle"] = self._set_idle
+        environ["triowsgi.take_stream"] = self._take_stream
+        body.take_socket = self._take_socket
         if self._proxies is not None:
             self._proxies.apply(environ)
         responder = Responder(
@@ -271,6 +353,7 @@ class HTTPConnection:
             send_from_thread=self._send_from_thread,
             sendfile=SENDFILE and self._direct is not None,
         )
+        self._responder = responder
         # Counted before the app runs: a client that has its response sees itself counted.
         self._stats.requests_served += 1
         started = time.perf_counter()
@@ -278,6 +361,7 @@ class HTTPConnection:
         try:
             status = await self._run_app(responder)
         finally:
+            self._responder = None
             # Also when the client went away or the server is stopping: posthooks are
             # shielded, and the request did reach the app, so it is logged.
             finished = time.perf_counter()
@@ -323,6 +407,8 @@ class HTTPConnection:
         """Run the app and send its response; the status code sent (for the access log)."""
         try:
             done, unsent = await self._in_thread(self._produce, responder, responder.call_app)
+            if responder.taken:
+                return self._taken_status(responder)
             while True:
                 await self._send_pieces(unsent)
                 if done:
@@ -367,6 +453,13 @@ class HTTPConnection:
                 self._log.exception("error closing the application's iterable", exc)
 
     async def _app_failed(self, exc: Exception, responder: Responder) -> int:
+        if responder.taken:
+            # The connection is the app's: nothing can be sent on it.
+            if _is_eventlet_probe(exc):
+                self._log.debug(f"the app for {self.peer} looked for eventlet: {exc}")
+            else:
+                self._log.exception(f"error in the application for {self.peer}", exc)
+            return self._taken_status(responder)
         if isinstance(exc, HTTPError):
             # A malformed or oversized body, met by the app's read and let through: the
             # client's fault, logged as a bad request is, so that no client can fill the
@@ -391,6 +484,8 @@ class HTTPConnection:
         were its own trip: an endless stream must not keep them waiting for ever."""
         while True:
             batch = step()
+            if responder.taken:
+                return True, []
             pieces = self._frame(batch)
             if self._direct is None:
                 return batch.done, pieces
@@ -582,6 +677,9 @@ class HTTPConnection:
 
     async def _close(self) -> None:
         """Close the stream; after an abrupt end, linger so the client reads our answer."""
+        if self._tunnel is not None:
+            # Threads of the app may still wait on it: the socket's closing ends them.
+            self.abort()
         if self._direct is not None:
             self._direct.close()
         stream = self._stream
@@ -594,6 +692,20 @@ class HTTPConnection:
                 with trio.move_on_after(LINGER_SECONDS):
                     await stream.aclose()
                 await trio.aclose_forcefully(stream)
+
+
+def _raw_socket(stream: trio.abc.Stream) -> Any:
+    """The socket under a (TLS-wrapped) socket stream: trio's, whose addresses and
+    ``fileno()`` are the OS socket's; None on other streams."""
+    if isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return getattr(stream, "socket", None)
+
+
+def _is_eventlet_probe(exc: Exception) -> bool:
+    """flask-sock, having used ``eventlet.input``, ends its response by importing
+    eventlet.wsgi: expected, and not worth a traceback per WebSocket."""
+    return isinstance(exc, ImportError) and (exc.name or "").startswith("eventlet")
 
 
 def _posthooks(environ: dict[str, Any]) -> list[Any]:

@@ -9,6 +9,7 @@ asks the connection to send ``100 Continue`` when the client is waiting for one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 __all__ = ["Input"]
 
@@ -40,6 +41,8 @@ class Input:
         self._pos = 0
         self._eof = complete
         self.hundred_continue_headers: list[tuple[str, str]] = []
+        # Set by the connection: what get_socket() returns (see _upgrade.py).
+        self.take_socket: Callable[[], Any] | None = None
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes, or to the end of the body if ``size`` is negative."""
@@ -85,6 +88,15 @@ class Input:
             raise StopIteration
         return line
 
+    def get_socket(self) -> Any:
+        """eventlet's hook: the connection as a blocking socket, for an app that speaks
+        another protocol on it (a WebSocket) once it has written its own ``101``. From
+        then on the server writes nothing more on the connection, and closes it when
+        the app returns; the app's thread holds no place in ``threads``."""
+        if self.take_socket is None:
+            raise OSError("this request's connection can't be taken over")
+        return self.take_socket()
+
     def set_hundred_continue_response_headers(
         self,
         headers: Iterable[tuple[str, str]],
@@ -101,6 +113,10 @@ class Input:
             (capitalize(name) if capitalize_response_headers else name, value)
             for name, value in headers
         ]
+
+    def unread(self) -> bytes:
+        """The bytes received and not read yet (all there is once the body is over)."""
+        return bytes(self._buffer[self._pos :])
 
     @property
     def exhausted(self) -> bool:

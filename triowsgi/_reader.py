@@ -433,6 +433,16 @@ class RequestReader:
         """Let go of the request's body: thousands of idle connections keep nothing."""
         self._input = None
 
+    def hand_over(self) -> bytes:
+        """The app took the connection over: the bytes read past the request head (and
+        the body the app did not read), which are the taker's now. HTTP is over: the
+        state machine is let go."""
+        unread = self._input.unread() if self._input is not None else b""
+        data = unread + bytes(self.conn.trailing_data[0])
+        self._input = None
+        self.conn = _WAITING
+        return data
+
     async def next_cycle(self) -> bool:
         """Once the response is sent: drain what the app left of the body and get h11
         ready for the next request; whether the connection can be reused."""

@@ -42,6 +42,10 @@ class Abortable(Protocol):
     def abort(self) -> None:
         """Close the connection now; its task sees the stream closed and ends."""
 
+    def going_away(self) -> None:
+        """The shutdown has begun: tell whoever took the connection over (see
+        ``_upgrade.py``) to end its session."""
+
 
 @final
 class Shutdown:
@@ -70,6 +74,8 @@ class Shutdown:
         self.closing = True
         self.deadline = trio.current_time() + grace_seconds
         self.abort(Phase.IDLE)
+        for connection in list(self._connections):
+            connection.going_away()
         self.begun.set()
         if not self._connections:
             self.drained.set()

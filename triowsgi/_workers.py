@@ -87,6 +87,7 @@ class WorkerPool:
         self._resumers: collections.deque[threading.Lock] = collections.deque()
         self._hand_overs = 0  # _HAND_OVER markers in the queue
         self._placeless = 0
+        self._detached: set[int] = set()  # idents of threads whose job keeps no place
 
     def run(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         """``fn(*args)`` in a worker thread; await it for its result, or its exception
@@ -169,6 +170,15 @@ class WorkerPool:
         with self._lock:
             self._placeless -= 1
 
+    def detach(self) -> None:
+        """In a job's thread: give its place back for the rest of the job (the job has
+        become a connection's handler and may wait for hours). The thread ends with
+        the job."""
+        ident = threading.get_ident()
+        if ident not in self._detached:
+            self._detached.add(ident)
+            self.release()
+
     def _hand_over(self) -> bool:
         """With the lock held: give this thread's place to a waiting thread, if any (the
         caller then ends: threads without a job and without a place don't stay)."""
@@ -221,6 +231,11 @@ class WorkerPool:
             thread.name = IDLE_NAME
             job.fn = job.args = None  # type: ignore[assignment]  # drop references early
             self._finish(job, result)
+            if self._detached and thread.ident in self._detached:
+                self._detached.discard(thread.ident)
+                with self._lock:
+                    self._placeless -= 1
+                return
 
     def _finish(self, job: _Job[Any], result: outcome.Outcome[Any]) -> None:
         with self._lock:

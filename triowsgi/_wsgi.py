@@ -203,6 +203,9 @@ class Responder:
         self.headers: list[tuple[str, str]] = []
         self.status_code = 0
         self.head_sent = False
+        # The app took the connection over (see _upgrade.py): nothing of its response
+        # is sent, whatever it returns.
+        self.taken = False
         self._result: Iterable[bytes] | None = None
         self._iterator: Iterator[bytes] | None = None
         self._closed = False
@@ -239,6 +242,9 @@ class Responder:
         """Call the app and collect its first batch (for a list: the whole response)."""
         try:
             result = self._result = self._app(self.environ, self.start_response)
+            if self.taken:
+                self.close()
+                return Batch(None, [], done=True)
             if isinstance(result, (list, tuple)):
                 chunks = [_as_bytes(item) for item in result]
                 length = sum(map(len, chunks))

@@ -1,0 +1,269 @@
+"""A connection taken over by the app: eventlet's ``get_socket()`` and triowsgi's own
+``take_stream``, the hooks WebSocket libraries speak their protocol through.
+
+Once an app has taken its connection, HTTP is over on it: the server writes nothing
+more, whatever the app returns, and closes the connection when the app (or the Trio
+handler it handed the stream to) is done. :class:`Tunnel` is the connection's stream as
+the taker sees it: bytes the server had read past the request head come first, sends
+are bounded by ``send_timeout`` (a client that stopped reading is let go), reads by
+nothing (a WebSocket may be quiet for hours). :class:`TakenSocket` is the same tunnel as
+a blocking socket, for the app's thread (and any other thread but Trio's): each call is
+one trip into Trio, so it works alike on plain TCP, TLS and unix sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import threading
+from collections.abc import Callable
+from typing import Any, Final, final
+
+import trio
+
+__all__ = ["TakenSocket", "Tunnel"]
+
+# A receive without a size reads at most this much (as the server's own reads).
+RECEIVE_SIZE: Final = 64 * 1024
+# On TLS a stalled send is found per slice of this size (one TLS record).
+SEND_SLICE: Final = 16 * 1024
+
+
+@final
+class Tunnel:
+    """The stream of a connection its app took over.
+
+    ``closing`` is set when the server's graceful shutdown begins: a taker should end
+    its session then (a WebSocket sends close 1001). Callbacks given to
+    :meth:`on_shutdown` run then too, each in a new thread.
+    """
+
+    __slots__ = (
+        "_buffered", "_callbacks", "_send_lock", "_send_timeout", "_stream", "closing", "status",
+    )  # fmt: skip
+
+    def __init__(self, stream: trio.abc.Stream, buffered: bytes, send_timeout: float) -> None:
+        self._stream = stream
+        self._buffered = buffered
+        self._send_timeout = send_timeout
+        self._callbacks: list[Callable[[], object]] = []
+        # Apps send from several threads (simple-websocket: the app's and its reader's
+        # pings); a stream takes one send at a time.
+        self._send_lock = trio.StrictFIFOLock()
+        self.closing = trio.Event()
+        # The status of the response head the taker wrote (for the access log).
+        self.status = 0
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """The next bytes from the client, ``b""`` at its end.
+
+        Raises:
+            trio.BrokenResourceError: the connection failed (or the server closed it).
+            trio.ClosedResourceError: the tunnel was closed.
+        """
+        size = RECEIVE_SIZE if max_bytes is None else max_bytes
+        if self._buffered:
+            data, self._buffered = self._buffered[:size], self._buffered[size:]
+            await trio.lowlevel.checkpoint()
+            return data
+        received = await self._stream.receive_some(size)
+        return received if isinstance(received, bytes) else bytes(received)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``; each :data:`SEND_SLICE` of it must go within
+        ``send_timeout``.
+
+        Raises:
+            trio.BrokenResourceError: the client went away, or stopped reading.
+        """
+        if not self.status:
+            self._note_status(bytes(data[:12]))
+        timeout = self._send_timeout
+        async with self._send_lock:
+            if timeout == math.inf:
+                await self._stream.send_all(data)
+                return
+            view = memoryview(data)
+            for start in range(0, max(len(view), 1), SEND_SLICE):
+                with trio.move_on_after(timeout) as scope:
+                    await self._stream.send_all(view[start : start + SEND_SLICE])
+                if scope.cancelled_caught:
+                    raise trio.BrokenResourceError(f"the client took no bytes for {timeout} s")
+
+    async def aclose(self) -> None:
+        """Close the connection (the server closes it anyway once the taker is done)."""
+        await trio.aclose_forcefully(self._stream)
+
+    def on_shutdown(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` in a new thread when the graceful shutdown begins (at
+        once if it has)."""
+        if self.closing.is_set():
+            _in_new_thread(callback)
+        else:
+            self._callbacks.append(callback)
+
+    def begin_closing(self) -> None:
+        """The server is shutting down: tell the taker (in Trio)."""
+        if self.closing.is_set():
+            return
+        self.closing.set()
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _in_new_thread(callback)
+
+    def _note_status(self, start: bytes) -> None:
+        # "HTTP/1.1 101 ...": the head the taker wrote, for the access log.
+        if start[:5] == b"HTTP/" and start[9:12].isdigit():
+            self.status = int(start[9:12])
+
+
+def _in_new_thread(callback: Callable[[], object]) -> None:
+    threading.Thread(target=callback, name="triowsgi shutdown callback", daemon=True).start()
+
+
+@final
+class TakenSocket:
+    """What ``wsgi.input.get_socket()`` returns: the connection as a blocking socket, for
+    any thread but Trio's. Errors are ``OSError`` s, as a socket's: a timeout is
+    ``TimeoutError``, a connection that failed ``ConnectionResetError``, one closed here
+    ``OSError(EBADF)``; a non-blocking read with nothing there ``BlockingIOError``."""
+
+    def __init__(
+        self,
+        tunnel: Tunnel,
+        token: trio.lowlevel.TrioToken,
+        raw: Any,
+        tls: bool,
+    ) -> None:
+        self._tunnel = tunnel
+        self._token = token
+        self._raw = raw  # the OS socket under the stream, for addresses and fileno()
+        self._tls = tls
+        self._timeout: float | None = None
+        self._closed = False
+
+    # -- reading --------------------------------------------------------------------
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """Up to ``bufsize`` bytes; ``b""`` once the client closed."""
+        if flags:
+            raise ValueError("recv() flags are not supported on this socket")
+        data: bytes = self._call(self._tunnel.receive_some, bufsize)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """As ``socket.recv_into``."""
+        view = memoryview(buffer).cast("B")
+        data = self.recv(nbytes or len(view), flags)
+        view[: len(data)] = data
+        return len(data)
+
+    # -- writing --------------------------------------------------------------------
+
+    def sendall(self, data: bytes | bytearray | memoryview, flags: int = 0) -> None:
+        """Send all of ``data``."""
+        if flags:
+            raise ValueError("send flags are not supported on this socket")
+        self._call(self._tunnel.send_all, data)
+
+    def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
+        """Send ``data``; all of it is sent (as ``sendall``), and its length returned."""
+        self.sendall(data, flags)
+        return len(data)
+
+    # -- the rest of a socket's API ---------------------------------------------------
+
+    def settimeout(self, value: float | None) -> None:
+        """A time limit for each ``recv`` and ``send``; ``None`` blocks, ``0`` doesn't."""
+        if value is not None and value < 0:
+            raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def getpeername(self) -> Any:
+        return self._sock().getpeername()
+
+    def getsockname(self) -> Any:
+        return self._sock().getsockname()
+
+    def fileno(self) -> int:
+        """The OS socket's descriptor (not on TLS: its bytes are not the messages)."""
+        if self._tls or self._raw is None:
+            raise io.UnsupportedOperation("fileno: the connection is TLS-wrapped")
+        fd: int = self._raw.fileno()
+        return fd
+
+    def shutdown(self, how: int) -> None:
+        """As ``socket.shutdown``: on this connection, any ``how`` ends it."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(trio.RunFinishedError):
+            trio.from_thread.run(self._tunnel.aclose, trio_token=self._token)
+
+    def on_shutdown(self, callback: Callable[[], object]) -> None:
+        """triowsgi's own: ``callback()`` runs in a new thread when the server's graceful
+        shutdown begins (at once if it has): time to close the session."""
+        trio.from_thread.run_sync(self._tunnel.on_shutdown, callback, trio_token=self._token)
+
+    @property
+    def family(self) -> Any:
+        return self._sock().family
+
+    @property
+    def type(self) -> Any:
+        return self._sock().type
+
+    def __enter__(self) -> TakenSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _sock(self) -> Any:
+        if self._raw is None:
+            raise OSError("the connection has no OS socket")
+        return self._raw
+
+    def _call(self, afn: Callable[..., Any], arg: Any) -> Any:
+        if self._closed:
+            raise OSError(9, "Bad file descriptor")  # as a closed socket
+        timeout = self._timeout
+        try:
+            return trio.from_thread.run(_bounded, afn, arg, timeout, trio_token=self._token)
+        except trio.TooSlowError:
+            if timeout == 0:
+                raise BlockingIOError(11, "Resource temporarily unavailable") from None
+            raise TimeoutError("timed out") from None
+        except trio.ClosedResourceError as exc:
+            raise OSError(9, "Bad file descriptor") from exc
+        except (trio.BrokenResourceError, trio.BusyResourceError, trio.RunFinishedError) as exc:
+            raise ConnectionResetError(str(exc) or "connection closed") from exc
+
+
+async def _bounded(afn: Callable[..., Any], arg: Any, timeout: float | None) -> Any:
+    if timeout is None:
+        return await afn(arg)
+    if timeout == 0:
+        # Non-blocking: only what is there at once. A zero deadline would cancel even a
+        # read that finds bytes, so give the stream one scheduling round instead.
+        with trio.move_on_after(0.001) as scope:
+            result = await afn(arg)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+        return result
+    with trio.fail_after(timeout):
+        return await afn(arg)

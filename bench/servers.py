@@ -259,8 +259,14 @@ class Running:
 
 
 @contextlib.contextmanager
-def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Running]:
-    """Start ``server`` pinned to ``cpu``, wait until it answers, and always stop it."""
+def running(
+    server: Server,
+    settings: Settings,
+    cpu: int | None,
+    get: Callable[[int, str, float], bytes] | None = None,
+) -> Iterator[Running]:
+    """Start ``server`` pinned to ``cpu``, wait until it answers, and always stop it.
+    ``get(port, path, timeout)`` asks it (over TLS, say); :func:`http_get` by default."""
     port = free_port()
     with tempfile.NamedTemporaryFile(prefix=f"bench-{server.name}-", suffix=".log") as log:
         process = subprocess.Popen(
@@ -274,8 +280,8 @@ def running(server: Server, settings: Settings, cpu: int | None) -> Iterator[Run
         )
         handle = Running(server, process, port, Path(log.name))
         try:
-            _wait_ready(handle)
-            _check_h11_build(handle)
+            _wait_ready(handle, get or http_get)
+            _check_h11_build(handle, get or http_get)
             yield handle
         finally:
             _stop(handle)
@@ -287,24 +293,24 @@ def _env(source: Path = REPO) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(source), "PYTHONUNBUFFERED": "1"}
 
 
-def _check_h11_build(handle: Running) -> None:
+def _check_h11_build(handle: Running, get: Callable[[int, str, float], bytes]) -> None:
     """The server process itself says which h11 triowsgi parses with (``/h11`` of
     ``bench/apps.py``): it must be the build the server's name claims."""
     expected = handle.server.h11_build
     if expected is None:
         return
-    response = http_get(handle.port, "/h11", timeout=2.0)
+    response = get(handle.port, "/h11", 2.0)
     build = response.partition(b"\r\n\r\n")[2].decode(errors="replace")
     if build != expected:
         raise ServerFailed(f"{handle.server.name} parses with {build!r}, not {expected!r}")
 
 
-def _wait_ready(handle: Running) -> None:
+def _wait_ready(handle: Running, get: Callable[[int, str, float], bytes]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         handle.check_alive()
         with contextlib.suppress(OSError):
-            if http_get(handle.port, "/", timeout=2.0).startswith(b"HTTP/1.1 200"):
+            if get(handle.port, "/", 2.0).startswith(b"HTTP/1.1 200"):
                 return
         time.sleep(0.05)
     raise ServerFailed(

@@ -40,6 +40,11 @@ from pathlib import Path
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if environ["REQUEST_METHOD"] == "POST":  # the test waits for the .reading file
+        Path(path[len("/upload/"):] + ".reading").touch()
+        data = environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Length", str(len(str(len(data)))))])
+        return [str(len(data)).encode()]
     if path.startswith("/slow/"):
         Path(path[len("/slow/"):] + ".started").touch()  # the test waits for this file
         time.sleep(float(environ["QUERY_STRING"] or 1))
@@ -223,6 +228,34 @@ def test_tls_with_gunicorn_certificate_options(tmp_path: Path) -> None:
         status, body, alpn = get(server.port, context=context)
     assert (status, alpn) == (200, "http/1.1")  # never h2: triowsgi speaks HTTP/1.1
     assert int(body) != server.proc.pid
+
+
+def test_slow_uploads_leave_the_worker_threads_to_other_requests(tmp_path: Path) -> None:
+    """A thread waiting for a request body holds no place in ``--threads`` (as with
+    ``triowsgi.serve``: tests/test_workers.py)."""
+    length = 300_000  # more than the server reads before it calls the app
+    with gunicorn(tmp_path, "-w", "1", "--threads", "1") as server:
+        uploads = []
+        for n in range(2):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
+            uploads.append(sock)
+            name = tmp_path / f"upload{n}"
+            head = f"POST /upload/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+            sock.sendall(head.encode() + b"u" * 1000)
+            wait_for_file(name.with_suffix(".reading"))  # the second got the one thread
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
+        conn.request("GET", "/")
+        assert conn.getresponse().status == 200
+        conn.close()
+        for sock in uploads:
+            sock.sendall(b"u" * (length - 1000))
+            response = b""
+            while not response.endswith(str(length).encode()):
+                chunk = sock.recv(4096)
+                assert chunk, response
+                response += chunk
+            assert response.startswith(b"HTTP/1.1 200")
+            sock.close()
 
 
 # -- process management ---------------------------------------------------------------

@@ -266,3 +266,33 @@ async def test_a_wait_that_needs_no_waiting_keeps_its_place() -> None:
 
     assert await pool.run(pool.wait_on_client, ready) == b"there"
     assert pool.placeless == 0
+
+
+async def test_a_detached_call_holds_no_place_for_the_rest_of_it() -> None:
+    """A call that became a connection's handler (a taken socket) holds no place until
+    it ends; its thread then leaves the pool."""
+    pool = WorkerPool(1)
+    detached = threading.Event()
+    finish = threading.Event()
+    results: list[str] = []
+
+    def handler() -> None:
+        pool.detach()
+        detached.set()
+        finish.wait(10)
+        results.append("handled")
+
+    async def run_handler() -> None:
+        await pool.run(handler)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_handler)
+        assert await trio.to_thread.run_sync(detached.wait, 5)
+        assert pool.placeless == 1
+        with trio.fail_after(5):  # the only place is free for another call meanwhile
+            assert await pool.run(lambda: "other") == "other"
+        finish.set()
+    assert results == ["handled"]
+    assert pool.placeless == 0
+    with trio.fail_after(5):
+        assert await pool.run(lambda: "after") == "after"

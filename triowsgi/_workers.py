@@ -55,6 +55,10 @@ class _Job(Generic[T]):
         return Abort.SUCCEEDED
 
 
+def _nothing() -> None:
+    pass
+
+
 # Put in the job queue to wake an idle thread: its place goes to a thread waiting for one.
 _HAND_OVER: Final[Any] = object()
 
@@ -117,6 +121,10 @@ class WorkerPool:
         run in its stead. If it did, the thread takes a place again before this returns
         or raises, waiting for one if none is free. A wait that needs no waiting (the
         bytes are already there) costs nothing more than ``trio.from_thread.run``."""
+        call: Any = afn  # (trio's signature can't say that release comes last)
+        if self._detached and threading.get_ident() in self._detached:
+            # A detached thread has no place to give (see detach()).
+            return trio.from_thread.run(call, *args, _nothing, trio_token=self.token)  # type: ignore[no-any-return]
         released = False
 
         def release() -> None:
@@ -125,7 +133,6 @@ class WorkerPool:
                 released = True
                 self.release()
 
-        call: Any = afn  # (trio's signature can't say that release comes last)
         try:
             return trio.from_thread.run(call, *args, release, trio_token=self.token)  # type: ignore[no-any-return]
         finally:
@@ -212,6 +219,8 @@ class WorkerPool:
             except queue.Empty:
                 with self._lock:
                     self._idle -= 1
+                    if self._hand_over():
+                        return
                     if not self._queued:
                         self._threads -= 1
                         return
@@ -230,12 +239,14 @@ class WorkerPool:
             result = outcome.capture(job.fn, *job.args)
             thread.name = IDLE_NAME
             job.fn = job.args = None  # type: ignore[assignment]  # drop references early
-            self._finish(job, result)
             if self._detached and thread.ident in self._detached:
+                # The job kept no place: this thread leaves the pool with it.
                 self._detached.discard(thread.ident)
                 with self._lock:
                     self._placeless -= 1
+                self._finish(job, result)
                 return
+            self._finish(job, result)
 
     def _finish(self, job: _Job[Any], result: outcome.Outcome[Any]) -> None:
         with self._lock:

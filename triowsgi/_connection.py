@@ -227,6 +227,11 @@ class HTTPConnection:
             stream = stream.transport_stream
         sock = getattr(stream, "socket", None)
         if sock is not None:
+            if self._taken is not None:
+                # An app thread may be waiting in poll() on it: a shutdown wakes it (a
+                # close alone would not).
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def evict(self) -> None:
@@ -263,7 +268,9 @@ class HTTPConnection:
             raw = _raw_socket(self._stream)
             tls = isinstance(self._stream, trio.SSLStream)
             assert self._tunnel is not None
-            self._taken = TakenSocket(self._tunnel, self._workers.token, raw, tls)
+            self._taken = TakenSocket(
+                self._tunnel, self._workers.token, raw, tls, self._send_timeout
+            )
             responder.taken = True
             # Its thread is the connection's handler now, for as long as it likes.
             self._workers.detach()

@@ -39,7 +39,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check the package with mypy in strict mode."""
-    session.install("mypy", "trio", "h11", "outcome")
+    session.install("mypy", "trio", "h11", "outcome", "wsproto")
     session.run("mypy", "--strict", "triowsgi")
 
 

@@ -10,14 +10,20 @@ taken socket is closed at the end of the grace period, or at once after ``set_id
 
 from __future__ import annotations
 
+import signal
 import ssl
+import struct
+import sys
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import trustme
 from conftest import RawClient, RecordingLog, StartServer, hello_app
+from test_cli import TIMEOUT, serving
 from test_shutdown import start
 
 Environ = dict[str, Any]
@@ -244,3 +250,90 @@ async def test_at_shutdown_a_tunnel_is_told_at_once(nursery: trio.Nursery) -> No
     with trio.fail_after(5):  # long before the 30 s grace period
         assert await client.read_to_eof() == b"going away"
         await server.stopped.wait()
+
+
+# -- WebSockets over the hooks, at scale and at shutdown --------------------------------
+
+WS_APP = """
+from triowsgi.websocket import WebSocketWSGI
+
+
+def echo(ws):
+    while (message := ws.wait()) is not None:
+        ws.send(message)
+
+
+async def echo_async(ws):
+    async for message in ws:
+        await ws.send(message)
+
+
+threaded, trio_task = WebSocketWSGI(echo), WebSocketWSGI(echo_async)
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/":
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    return (trio_task if environ["PATH_INFO"] == "/async" else threaded)(environ, start_response)
+"""
+WS_HANDSHAKE = (
+    b"GET /%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+@pytest.fixture
+def ws_app(tmp_path: Path) -> Any:
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import wsapp  # type: ignore[import-not-found]
+
+        yield wsapp.app
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("wsapp", None)
+
+
+async def test_three_hundred_idle_thread_websockets_leave_the_default_threads_free(
+    start_server: StartServer, ws_app: Any
+) -> None:
+    server = await start_server(ws_app)  # threads=128
+    sockets = []
+    try:
+        with trio.fail_after(30):
+            for _ in range(300):
+                client = await RawClient.connect(server.port)
+                sockets.append(client)
+                await client.send(WS_HANDSHAKE % b"sync")
+                assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        with trio.fail_after(2):
+            web = await RawClient.connect(server.port)
+            await web.send(GET)
+            assert (await web.read_response())[2] == b"ok"
+    finally:
+        for client in sockets:
+            await client.aclose()
+
+
+def test_sigterm_closes_open_websockets_with_1001_and_exits_0(tmp_path: Path) -> None:
+    websocket = pytest.importorskip("websocket")  # websocket-client
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+    with serving("wsapp:app", "--host", "127.0.0.1", "--port", "0", cwd=tmp_path) as server:
+        clients = []
+        for path in ("sync", "async"):
+            url = f"ws://127.0.0.1:{server.port}/{path}"
+            client = websocket.create_connection(url, timeout=TIMEOUT)
+            client.send(path)
+            assert client.recv() == path
+            clients.append(client)
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        for client in clients:
+            opcode, frame = client.recv_data_frame(True)
+            assert opcode == websocket.ABNF.OPCODE_CLOSE
+            assert struct.unpack("!H", frame.data[:2])[0] == 1001  # going away
+            client.close()
+        assert server.wait_exit() == 0
+        assert time.monotonic() - started < 10  # not the 30 s grace period

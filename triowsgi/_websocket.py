@@ -163,10 +163,9 @@ class WebSocket:
     def _next_message(self) -> WSMessage | None:
         while True:
             with self._lock:
-                if self._core.messages:
-                    return self._core.messages.popleft()
-                if self._core.phase is Phase.CLOSED:
-                    return None
+                message = self._core.next_message()
+                if message is not None or self._core.phase is Phase.CLOSED:
+                    return message
                 deadline = self._close_deadline
             data = self._recv(deadline)
             with self._lock:
@@ -295,7 +294,10 @@ class AsyncWebSocket:
         return self
 
     async def __anext__(self) -> WSMessage:
-        message = await self.receive()
+        # receive()'s body, not a call to it: an idle WebSocket waits here, and each
+        # frame on its stack is kept for as long as it is idle.
+        async with self._receiving:
+            message = await self._next_message()
         if message is None:
             raise StopAsyncIteration
         return message
@@ -303,25 +305,23 @@ class AsyncWebSocket:
     async def _next_message(self) -> WSMessage | None:
         core = self._core
         while True:
-            if core.messages:
-                return core.messages.popleft()
-            if core.phase is Phase.CLOSED:
-                return None
-            reply = core.receive_data(await self._receive_some())
+            message = core.next_message()
+            if message is not None or core.phase is Phase.CLOSED:
+                return message
+            # b"" if the connection ended, or if the client did not answer our close
+            # frame in time (the read is cancelled at self._deadline).
+            data = b""
+            try:
+                with trio.CancelScope(deadline=self._deadline) as self._scope:
+                    data = await self._tunnel.receive_some(RECEIVE_SIZE)
+            except TRIO_STREAM_GONE:
+                pass
+            finally:
+                self._scope = None
+            reply = core.receive_data(data)
             if reply or core.phase is not Phase.OPEN:
                 async with self._send_lock:
                     await self._send_quietly(reply)
-
-    async def _receive_some(self) -> bytes:
-        with trio.CancelScope(deadline=self._deadline) as scope:
-            self._scope = scope
-            try:
-                return await self._tunnel.receive_some(RECEIVE_SIZE)
-            except TRIO_STREAM_GONE:
-                return b""
-            finally:
-                self._scope = None
-        return b""  # the client did not answer our close frame in time: it's gone
 
     async def _start_close(self, code: int, reason: str) -> None:
         async with self._send_lock:

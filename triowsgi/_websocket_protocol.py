@@ -67,7 +67,7 @@ class WebSocketProtocol:
     Not thread-safe: the blocking shell holds a lock around every call.
     """
 
-    __slots__ = ("_conn", "_deflate", "_discard", "_max_size", "_parts", "_size", "messages")
+    __slots__ = ("_conn", "_deflate", "_discard", "_max_size", "_messages", "_parts", "_size")
 
     def __init__(self, deflate: PerMessageDeflate | None, max_message_size: int) -> None:
         extensions: list[Extension] = [deflate] if deflate is not None else []
@@ -79,7 +79,9 @@ class WebSocketProtocol:
         self._parts: list[Any] | None = None
         self._size = 0
         self._discard = False
-        self.messages: deque[WSMessage] = deque()
+        # Messages received and not yet taken: made when one comes (an empty deque is
+        # 760 bytes, which thousands of idle connections would each keep).
+        self._messages: deque[WSMessage] | None = None
 
     @property
     def phase(self) -> Phase:
@@ -115,17 +117,27 @@ class WebSocketProtocol:
             return b""
         return self._conn.send(CloseConnection(code, reason or None))
 
+    def next_message(self) -> WSMessage | None:
+        """The oldest message received and not yet taken, if any."""
+        messages = self._messages
+        if not messages:
+            return None
+        message = messages.popleft()
+        if not messages:
+            self._messages = None
+        return message
+
     def drop_messages(self) -> None:
         """Deliver no more messages (the application closed, or the client broke a
         rule): what arrives until the client's close frame is dropped."""
-        self.messages.clear()
+        self._messages = None
         self._discard = True
         self._parts, self._size = None, 0
 
     def receive_data(self, data: bytes) -> bytes:
         """Take bytes the client sent (``b""``: its end); return the bytes to send back
         (pongs, the answer to its close, our close when it broke a rule). Complete
-        messages are appended to :attr:`messages`."""
+        messages are then taken with :meth:`next_message`."""
         if self._finished():
             return b""
         if not data:
@@ -173,7 +185,9 @@ class WebSocketProtocol:
         if event.message_finished:
             parts, self._parts, self._size = self._parts, None, 0
             text = isinstance(event, TextMessage)
-            self.messages.append("".join(parts) if text else b"".join(parts))
+            if self._messages is None:
+                self._messages = deque()
+            self._messages.append("".join(parts) if text else b"".join(parts))
         return b""
 
     def _closed_by(self, event: CloseConnection) -> bytes:

@@ -413,11 +413,19 @@ def test_version(app_dir: Path) -> None:
         (["nosuchmodule:app"], "cannot import module 'nosuchmodule'"),
         (["plainapp:nosuchattr"], "has no attribute 'nosuchattr'"),
         (["plainapp"], "must look like MODULE:ATTRIBUTE"),
-        (["--max-size", "0", "plainapp:app"], "max_size must be at least 1"),
-        (["--keepalive", "-1", "plainapp:app"], "keepalive"),
-        (["--send-timeout", "0", "plainapp:app"], "send_timeout"),
-        (["--log-format", "%(nosuchfield)s", "plainapp:app"], "log_format"),
+        (["--max-size", "0", "plainapp:app"], "--max-size must be at least 1, not 0"),
+        (["--keepalive", "-1", "plainapp:app"], "--keepalive must be a positive number"),
+        (["--send-timeout", "0", "plainapp:app"], "--send-timeout must be a positive number"),
+        (["--max-body-size", "-1", "plainapp:app"], "--max-body-size must be at least 0"),
+        (["--log-format", "%(nosuchfield)s", "plainapp:app"], "--log-format '%(nosuch"),
+        (["--forwarded-allow-ips", "nope", "plainapp:app"], "--forwarded-allow-ips: "),
         (["--certfile", "/nonexistent.pem", "plainapp:app"], "cannot load the TLS certificate"),
+        (["--port", "99999", "plainapp:app"], "--port must be from 0 to 65535, not 99999"),
+        (["--port", "-1", "plainapp:app"], "--port must be from 0 to 65535, not -1"),
+        (
+            ["--bind", "127.0.0.1:99999", "plainapp:app"],
+            "--bind '127.0.0.1:99999': port must be from 0 to 65535, not 99999",
+        ),
         (["--bind", "nonsense", "plainapp:app"], "expected HOST:PORT"),
         (["--bind", "fd://notanumber", "plainapp:app"], "expected a file descriptor"),
         (["plainapp:json"], "is not callable"),
@@ -429,8 +437,13 @@ def test_version(app_dir: Path) -> None:
         "max-size-0",
         "negative-keepalive",
         "zero-send-timeout",
+        "negative-max-body-size",
         "bad-log-format",
+        "bad-forwarded-allow-ips",
         "missing-certfile",
+        "port-too-big",
+        "negative-port",
+        "bind-port-too-big",
         "bad-bind",
         "bad-fd",
         "not-callable",
@@ -445,6 +458,29 @@ def test_a_mistake_is_one_error_line_and_a_failure_status(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("triowsgi: error: ")
     assert message in lines[0]
+
+
+def test_a_certfile_without_its_key_says_to_give_keyfile(app_dir: Path) -> None:
+    authority = trustme.CA()
+    cert = authority.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(app_dir / "cert-only.pem"))
+    result = run_cli("--certfile", str(app_dir / "cert-only.pem"), "plainapp:app", cwd=app_dir)
+    assert result.returncode == 1
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("triowsgi: error: --certfile ")
+    assert "holds no private key: give the key's file with --keyfile" in line
+
+
+def test_max_body_size_inf_removes_the_limit() -> None:
+    options = _options(_parser().parse_args(["--max-body-size", "inf", "a:b"]))
+    assert triowsgi.Config.from_options(**options).max_body_size is None
+    options = _options(_parser().parse_args(["--max-body-size", "10", "a:b"]))
+    assert triowsgi.Config.from_options(**options).max_body_size == 10
+
+
+def test_graceful_timeout_inf_waits_for_ever() -> None:
+    options = _options(_parser().parse_args(["--graceful-timeout", "inf", "a:b"]))
+    assert triowsgi.Config.from_options(**options).graceful_timeout == math.inf
 
 
 def test_a_value_of_the_wrong_type_is_argparses_usage_error(app_dir: Path) -> None:

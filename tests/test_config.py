@@ -8,6 +8,7 @@ import io
 import logging
 import math
 import socket
+from collections.abc import Iterator
 
 import pytest
 import trio
@@ -15,7 +16,7 @@ from conftest import hello_app
 
 import triowsgi
 from triowsgi import Config
-from triowsgi._config import KEEPALIVE_TIMEOUT
+from triowsgi._config import KEEPALIVE_TIMEOUT, check_port
 
 DOCUMENTED_DEFAULTS = {
     "max_size": 1024,
@@ -107,9 +108,72 @@ def test_keepalive_zero_means_off(off: object) -> None:
     assert Config.from_options(keepalive=off).keepalive is False
 
 
-@pytest.mark.parametrize("name", ["body_timeout", "body_min_rate", "send_timeout"])
+@pytest.mark.parametrize(
+    "name",
+    ["socket_timeout", "header_timeout", "body_timeout", "body_min_rate", "send_timeout"],
+)
 def test_none_turns_a_client_limit_off(name: str) -> None:
     assert getattr(Config.from_options(**{name: None}), name) is None
+
+
+@pytest.mark.parametrize("off", [None, math.inf])
+def test_none_or_inf_removes_the_body_size_limit(off: object) -> None:
+    assert Config.from_options(max_body_size=off).max_body_size is None
+
+
+@pytest.mark.parametrize("off", [None, math.inf])
+def test_none_or_inf_lets_the_shutdown_wait_for_ever(off: object) -> None:
+    assert Config.from_options(graceful_timeout=off).graceful_timeout == math.inf
+
+
+def test_keepalive_none_is_off_as_in_eventlet() -> None:
+    # eventlet tests `if keepalive:`: every falsy value, None included, means off.
+    config = Config.from_options(keepalive=None)
+    assert config.keepalive is False
+
+
+@pytest.mark.parametrize(
+    "name", ["log_x_forwarded_for", "log_output", "debug", "capitalize_response_headers"]
+)
+def test_none_is_false_for_eventlets_true_or_false_options(name: str) -> None:
+    assert getattr(Config.from_options(**{name: None}), name) is False
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_http_version",
+        "log_format",
+        "url_length_limit",
+        "threads",
+        "max_header_fields",
+        "max_header_bytes",
+        "forwarded_allow_ips",
+    ],
+)
+def test_none_is_refused_where_it_means_nothing(name: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=name):
+        Config.from_options(**{name: None})
+
+
+@pytest.mark.parametrize("port", [0, 1, 8090, 65535])
+def test_a_port_from_0_to_65535_is_accepted(port: int) -> None:
+    assert check_port(port) == port
+
+
+@pytest.mark.parametrize(
+    ("port", "error"),
+    [
+        (-1, ValueError),
+        (65536, ValueError),
+        (99999, ValueError),
+        ("80", TypeError),
+        (True, TypeError),
+    ],
+)
+def test_a_port_outside_0_to_65535_is_an_error_naming_it(port: object, error: type) -> None:
+    with pytest.raises(error, match=r"^--port must be"):
+        check_port(port, "--port")
 
 
 def test_a_logger_is_accepted_as_log() -> None:
@@ -187,10 +251,27 @@ def test_config_is_frozen() -> None:
     assert config.max_size == 1024
 
 
-async def test_serve_rejects_a_bad_option_before_binding() -> None:
-    # Binding first would leave the port taken and surface the error only later.
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else listens on: binding it fails (EADDRINUSE)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+async def test_serve_rejects_a_bad_option_before_binding(taken_port: int) -> None:
+    # Binding first would leave the port taken and surface the error only later: here
+    # the bind would fail (the port is taken), so only a check made before it passes.
     with trio.fail_after(5), pytest.raises(ValueError, match="max_size"):
-        await triowsgi.serve(hello_app, 0, "127.0.0.1", max_size=0)
+        await triowsgi.serve(hello_app, taken_port, "127.0.0.1", max_size=0)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 99999])
+async def test_serve_rejects_a_port_outside_0_to_65535(port: int) -> None:
+    # trio would bind 99999 as 34463 (99999 mod 65536).
+    with trio.fail_after(5), pytest.raises(ValueError, match=r"^port must be from 0 to 65535"):
+        await triowsgi.serve(hello_app, port, "127.0.0.1")
 
 
 async def test_serve_listeners_rejects_a_bad_option_and_leaves_the_listener_alone() -> None:

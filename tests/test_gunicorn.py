@@ -27,7 +27,7 @@ import pytest
 gunicorn_config = pytest.importorskip("gunicorn.config")  # not on Windows, nor installed
 
 from triowsgi import Config  # noqa: E402
-from triowsgi.gunicorn import options_from_config  # noqa: E402
+from triowsgi.gunicorn import multiprocess_environ, options_from_config  # noqa: E402
 
 # How long an external process may take to get somewhere (start, answer, exit).
 PATIENCE = 10.0
@@ -188,6 +188,12 @@ def test_gunicorn_settings_map_to_triowsgi_options() -> None:
     assert options["forwarded_allow_ips"] == ("10.0.0.0/8", "*")
     for mapped in (defaults, options):
         Config.from_options(**mapped)  # triowsgi accepts what it is given
+
+
+def test_several_workers_make_wsgi_multiprocess_true_unless_environ_says() -> None:
+    assert multiprocess_environ(None) == {"wsgi.multiprocess": True}
+    assert multiprocess_environ({"x": 1}) == {"wsgi.multiprocess": True, "x": 1}
+    assert multiprocess_environ({"wsgi.multiprocess": False}) == {"wsgi.multiprocess": False}
 
 
 # -- serving --------------------------------------------------------------------------

@@ -8,6 +8,7 @@ The servers are real processes; readiness is their output lines, never a sleep.
 from __future__ import annotations
 
 import http.client
+import math
 import signal
 import subprocess
 import sys
@@ -20,7 +21,12 @@ from test_cli import TIMEOUT, serving
 from test_shutdown import BackgroundGet
 
 from triowsgi._cli import CLIError, gunicorn_bind
-from triowsgi._processes import ARBITER_GRACE_MARGIN, GUNICORN_MISSING, arbiter_settings
+from triowsgi._processes import (
+    ARBITER_GRACE_MARGIN,
+    FOREVER_SECONDS,
+    GUNICORN_MISSING,
+    arbiter_settings,
+)
 
 pytest.importorskip("gunicorn.app.base")  # not on Windows, nor installed
 
@@ -32,6 +38,9 @@ from pathlib import Path
 
 
 def app(environ, start_response):
+    if environ["PATH_INFO"] == "/multiprocess":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(environ["wsgi.multiprocess"]).encode()]
     if environ["PATH_INFO"] == "/slow":
         print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
         go = Path(environ["QUERY_STRING"])
@@ -51,11 +60,11 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def request(port: int, method: str = "GET", body: bytes = b"") -> tuple[int, str]:
+def request(port: int, method: str = "GET", body: bytes = b"", path: str = "/") -> tuple[int, str]:
     """One request on a new connection: status and body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
-        conn.request(method, "/", body=body)
+        conn.request(method, path, body=body)
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -81,6 +90,8 @@ def test_two_workers_answer_and_term_drains_a_request_in_flight(app_dir: Path) -
         server.wait_ready()  # the second worker
         workers = answering_pids(server.port, 2)
         assert server.proc.pid not in workers  # the workers answer, not the arbiter
+        # PEP 3333: several processes serve the app.
+        assert request(server.port, path="/multiprocess") == (200, "True")
 
         go = app_dir / "go"
         in_flight = BackgroundGet(f"http://127.0.0.1:{server.port}/slow?{go}")
@@ -132,6 +143,7 @@ def test_flags_reach_the_workers_as_triowsgi_options(app_dir: Path) -> None:
 def test_workers_1_is_the_single_process_server(app_dir: Path) -> None:
     with serving("--workers", "1", "--bind", "127.0.0.1:0", "procapp:app", cwd=app_dir) as server:
         assert int(request(server.port)[1]) == server.proc.pid
+        assert request(server.port, path="/multiprocess") == (200, "False")
         assert server.stop() == 0
     assert not any("gunicorn" in line for line in server.output)
 
@@ -160,8 +172,13 @@ def test_without_gunicorn_workers_is_one_error_line(app_dir: Path) -> None:
         (["--workers", "2", "procapp"], "must look like MODULE:ATTRIBUTE"),
         (["--workers", "2", "--bind", "nonsense", "procapp:app"], "expected HOST:PORT"),
         (["--workers", "2", "--bind", "fd://99", "procapp:app"], "fd://99 is not a socket"),
+        (["--workers", "2", "--port", "70000", "procapp:app"], "--port must be from 0 to 65535"),
+        (
+            ["--workers", "2", "--bind", "127.0.0.1:70000", "procapp:app"],
+            "port must be from 0 to 65535, not 70000",
+        ),
     ],
-    ids=["zero-workers", "bad-app", "bad-bind", "bad-fd"],
+    ids=["zero-workers", "bad-app", "bad-bind", "bad-fd", "port-too-big", "bind-port-too-big"],
 )
 def test_a_mistake_with_workers_is_one_error_line(
     app_dir: Path, args: list[str], message: str
@@ -211,6 +228,16 @@ def test_arbiter_settings_from_the_flags() -> None:
         access_log=True,
     )
     assert defaults["graceful_timeout"] == 30 + ARBITER_GRACE_MARGIN
+    forever = arbiter_settings(
+        workers=2,
+        binds=["127.0.0.1:8090"],
+        certfile=None,
+        keyfile=None,
+        graceful_timeout=math.inf,  # --graceful-timeout inf: gunicorn takes whole seconds
+        log_level="info",
+        access_log=True,
+    )
+    assert forever["graceful_timeout"] == FOREVER_SECONDS
     assert defaults["accesslog"] == "-"
     assert "certfile" not in defaults
 

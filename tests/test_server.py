@@ -4,6 +4,7 @@ connection limits, shutdown, isolation between connections, and its log lines.""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import io
 import json
 import os
@@ -24,6 +25,7 @@ import trio.testing
 from conftest import RawClient, RecordingLog, hello_app
 
 import triowsgi
+from triowsgi._server import EVENTLET_POSITIONAL, _eventlet_options
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 NO_RESPONSE_SECONDS = 0.5
@@ -224,6 +226,99 @@ async def test_blocking_server_serves_until_interrupted() -> None:
         with trio.CancelScope(shield=True):
             process.kill()
             await process.wait()
+
+
+# eventlet's own call, options by position: log, environ, max_size, max_http_version,
+# protocol, server_event, minimum_chunk_size, log_x_forwarded_for, custom_pool,
+# keepalive, then the rest.
+POSITIONAL_SERVER_SCRIPT = """
+import signal, socket, sys, triowsgi
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen()
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["extra"].encode()]
+triowsgi.server(
+    sock, app, sys.stdout, {"extra": "from environ"}, 10, "HTTP/1.0", None, None, 4096,
+    True, None, False,
+)
+"""
+
+
+async def test_blocking_server_takes_eventlets_options_by_position() -> None:
+    process, stdout, stderr = await start_script(POSITIONAL_SERVER_SCRIPT)
+    try:
+        started = await stdout.wait_for(r"wsgi starting up on http://127\.0\.0\.1:(\d+)$")
+        client = await RawClient.connect(int(started[1]))
+        await client.send(GET)
+        response = await client.read_to_eof()  # HTTP/1.0, keepalive False: it closes
+        assert response.startswith(b"HTTP/1.0 200 OK\r\n")
+        assert response.endswith(b"\r\n\r\nfrom environ")
+        await stdout.wait_for(r'"GET / HTTP/1.1" 200 12 ')  # the log: sys.stdout
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+        assert "Traceback" not in await stderr.read_to_eof()
+    finally:
+        with trio.CancelScope(shield=True):
+            process.kill()
+            await process.wait()
+
+
+def test_the_positional_order_is_eventlets_own() -> None:
+    if importlib.util.find_spec("eventlet") is None:
+        pytest.skip("eventlet is not installed")
+    # In another process: importing eventlet here could patch what the other tests use.
+    script = "import inspect, eventlet.wsgi as w; print(*inspect.signature(w.server).parameters)"
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert tuple(result.stdout.split()) == ("sock", "site", *EVENTLET_POSITIONAL)
+
+
+def test_positional_options_are_named_in_eventlets_order() -> None:
+    log = io.StringIO()
+    options = _eventlet_options((log, None, 7, "HTTP/1.1", None, None, 0), {"threads": 2})
+    assert options == {
+        "log": log,
+        "environ": None,
+        "max_size": 7,
+        "max_http_version": "HTTP/1.1",
+        "minimum_chunk_size": 0,
+        "threads": 2,
+    }
+    everything = tuple(range(len(EVENTLET_POSITIONAL)))
+    assert _eventlet_options(everything, {}) == dict(
+        zip(EVENTLET_POSITIONAL, everything, strict=True)
+    )
+    assert EVENTLET_POSITIONAL[-1] == "capitalize_response_headers"
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ((None,) * 17, {}, "at most 18 positional arguments"),
+        ((None,), {"log": None}, "multiple values for argument 'log'"),
+        ((None, None, None, "HTTP/1.1", object()), {}, "'protocol'"),
+        ((None, None, None, "HTTP/1.1", None, object()), {}, "'server_event'"),
+    ],
+    ids=["too-many", "twice", "protocol", "server_event"],
+)
+def test_blocking_server_refuses_what_eventlet_would_not_take(
+    args: tuple[Any, ...], options: dict[str, Any], message: str
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        with pytest.raises(TypeError, match=message):
+            triowsgi.server(sock, hello_app, *args, **options)
+        assert sock.fileno() != -1  # before running: nothing closed it
 
 
 # -- connection limits ---------------------------------------------------------------

@@ -11,7 +11,9 @@ import argparse
 import contextlib
 import importlib
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import ssl
@@ -23,7 +25,7 @@ from typing import Any, Final, NoReturn
 import trio
 
 from . import __version__
-from ._config import Config
+from ._config import Config, check_port
 from ._logging import ACCESS_LOGGER
 from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
 from ._server import serve_main
@@ -48,8 +50,9 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line; never returns."""
     parser = _parser()
     args = parser.parse_args(argv)
-    binds = args.bind or [f"{args.host}:{args.port}"]
     try:
+        _check_flag_port(args.port, "--port")
+        binds = args.bind or [f"{args.host}:{args.port}"]
         if args.workers < 1:
             raise CLIError(f"--workers must be at least 1, not {args.workers}")
         ssl_context = _ssl_context(args.certfile, args.keyfile)
@@ -149,7 +152,11 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a response write may make no progress (default 60; inf: no limit)",
     )
-    add("--max-body-size", type=int, help="largest request body in bytes (default 1 GiB)")
+    add(
+        "--max-body-size",
+        type=_size,
+        help="largest request body in bytes (default 1 GiB; inf: no limit)",
+    )
     add("--max-header-bytes", type=int, help="largest request head in bytes (default 65536)")
     add("--url-length-limit", type=int, help="longest request target (default 8192)")
     add(
@@ -177,6 +184,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--debug", action="store_true", help="send tracebacks in 500 responses")
     return p
+
+
+def _size(text: str) -> float:
+    """A ``--max-body-size``: a whole number of bytes, or ``inf`` for no limit."""
+    if text.strip().lower() in ("inf", "infinity"):
+        return math.inf
+    return int(text)
+
+
+def _check_flag_port(port: int, flag: str) -> int:
+    try:
+        return check_port(port, flag)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(str(exc)) from None
 
 
 def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
@@ -217,9 +238,33 @@ def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | 
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(certfile, keyfile)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        raise CLIError(_tls_problem(certfile, keyfile, exc)) from None
+    except OSError as exc:
         raise CLIError(f"cannot load the TLS certificate {certfile!r}: {exc}") from None
     return context
+
+
+def _tls_problem(certfile: str, keyfile: str | None, exc: ssl.SSLError) -> str:
+    """What is wrong with ``--certfile``/``--keyfile``, beyond OpenSSL's "PEM lib"."""
+    if keyfile is None and not _holds_private_key(certfile):
+        return (
+            f"--certfile {certfile!r} holds no private key: give the key's file with "
+            f"--keyfile ({exc})"
+        )
+    files = f"--certfile {certfile!r}" + (f" and --keyfile {keyfile!r}" if keyfile else "")
+    return (
+        f"cannot load the TLS certificate from {files}: expected a PEM certificate "
+        f"(chain) and the private key that matches it ({exc})"
+    )
+
+
+def _holds_private_key(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return b"PRIVATE KEY-----" in file.read()
+    except OSError:
+        return False
 
 
 _FLAG_OPTIONS: Final = (
@@ -248,11 +293,22 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         options["keepalive"] = args.keepalive
     if args.debug:
         options["debug"] = True
+    for name, value in options.items():  # one at a time: the error names the flag
+        try:
+            Config.from_options(**{name: value})
+        except (TypeError, ValueError) as exc:
+            raise CLIError(_flag_error(name, str(exc))) from None
     try:
         Config.from_options(**options)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
     return options
+
+
+def _flag_error(option: str, message: str) -> str:
+    """Config's ``message`` about ``option``, naming the flag the user typed instead."""
+    flag = "--" + option.replace("_", "-")
+    return re.sub(rf"\b{option}\b", flag, message, count=1)
 
 
 def _configure_logging(level: str, *, access_log: bool) -> None:
@@ -308,7 +364,7 @@ def _host_and_port(bind: str) -> tuple[str, int]:
     host, sep, port = bind.rpartition(":")
     if not sep or not port.isdigit():
         raise CLIError(f"--bind {bind!r}: expected HOST:PORT, [::]:PORT, unix:PATH or fd://N")
-    return host.strip("[]") or DEFAULT_HOST, int(port)
+    return host.strip("[]") or DEFAULT_HOST, _check_flag_port(int(port), f"--bind {bind!r}: port")
 
 
 async def _unix_listener(path: str, socket_files: contextlib.ExitStack) -> Listener:

@@ -7,6 +7,7 @@ happens once, at start-up, and an error names the option and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -14,7 +15,10 @@ import trio
 
 from ._proxy import TrustedProxies
 
-__all__ = ["DEFAULT_LOG_FORMAT", "KEEPALIVE_TIMEOUT", "Config"]
+__all__ = ["DEFAULT_LOG_FORMAT", "KEEPALIVE_TIMEOUT", "MAX_PORT", "Config", "check_port"]
+
+# The largest TCP port number (RFC 793's 16-bit field); 0 asks the kernel for a free one.
+MAX_PORT: Final = 65535
 
 # Idle seconds allowed between requests with ``keepalive=True``: nginx's default, above
 # the 60 s idle timeout of common load balancers and of nginx's upstream pool, so that the
@@ -72,7 +76,7 @@ class Config:
     threads: int = 128
     max_header_fields: int = 100
     max_header_bytes: int = 64 * 1024
-    graceful_timeout: float = 30.0
+    graceful_timeout: float = 30.0  # None or inf given: math.inf (wait for ever)
     header_timeout: float | None = 20.0
     # Apache mod_reqtimeout's body=20,MinRate=500: a request body may keep the server
     # waiting 20 s, plus 1 s per 500 bytes received.
@@ -102,11 +106,7 @@ class Config:
                 f"unknown option(s) {', '.join(map(repr, unknown))}; "
                 f"accepted options are: {', '.join(sorted(known))}"
             )
-        options = {k: v for k, v in options.items() if v is not None or k in _NONE_MEANS_NONE}
-        keepalive = options.get("keepalive")
-        if not isinstance(keepalive, bool) and keepalive == 0:
-            options["keepalive"] = False  # eventlet: any falsy keepalive means "off"
-        config = cls(**options)
+        config = cls(**_with_nones_read(options))
         config._validate()
         return config
 
@@ -193,12 +193,20 @@ class Config:
             ) from None
 
 
-# Options where an explicit None is meaningful rather than "use the default".
-_NONE_MEANS_NONE: Final = frozenset(
+# What an explicit None means, option by option; an option not named here rejects it.
+# eventlet's signature defaults these to None: None gives eventlet's default.
+_NONE_IS_DEFAULT: Final = frozenset({"environ", "max_size", "minimum_chunk_size"})
+# eventlet tests these for truth (``if keepalive:``), so None is False, as 0 is.
+_NONE_IS_FALSE: Final = frozenset(
+    {"keepalive", "log_x_forwarded_for", "log_output", "debug", "capitalize_response_headers"}
+)
+# None is the value itself: no log option (stderr), no pool, and no limit (the
+# time limits and the body size limit).
+_NONE_IS_NONE: Final = frozenset(
     {
-        "socket_timeout",
         "log",
         "custom_pool",
+        "socket_timeout",
         "header_timeout",
         "body_timeout",
         "body_min_rate",
@@ -206,6 +214,37 @@ _NONE_MEANS_NONE: Final = frozenset(
         "max_body_size",
     }
 )
+# None is no limit, kept as math.inf (the shutdown waits for ever, as eventlet's did).
+_NONE_IS_INF: Final = frozenset({"graceful_timeout"})
+
+
+def _with_nones_read(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with None (and the other spellings of "off" or "no limit") read as
+    the table above says; a None left over fails validation, naming its option."""
+    read = dict(options)
+    for name, value in options.items():
+        if value is None and name in _NONE_IS_DEFAULT:
+            del read[name]
+        elif value is None and name in _NONE_IS_FALSE:
+            read[name] = False
+        elif value is None and name in _NONE_IS_INF:
+            read[name] = math.inf
+    keepalive = read.get("keepalive")
+    if not isinstance(keepalive, bool) and keepalive == 0:
+        read["keepalive"] = False  # eventlet: any falsy keepalive means "off"
+    if read.get("max_body_size") == math.inf:
+        read["max_body_size"] = None  # no limit, as the command line's "inf"
+    return read
+
+
+def check_port(port: object, name: str = "port") -> int:
+    """``port`` if it is a TCP port number (0 for any free one); else a
+    TypeError/ValueError naming ``name`` (the argument or flag it came from)."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{name} must be an int from 0 to {MAX_PORT}, not {port!r}")
+    if not 0 <= port <= MAX_PORT:
+        raise ValueError(f"{name} must be from 0 to {MAX_PORT}, not {port}")
+    return port
 
 
 def _check_bool(config: Config, *names: str) -> None:

@@ -28,6 +28,9 @@ GUNICORN_MISSING: Final = "--workers needs gunicorn: pip install 'triowsgi[gunic
 # workers' own grace period, so that they end it themselves (finishing their log
 # lines and gunicorn's worker_exit hook) instead of being killed at the same moment.
 ARBITER_GRACE_MARGIN: Final = 2.0
+# gunicorn's graceful_timeout is a whole number of seconds: "--graceful-timeout inf"
+# (wait for ever) becomes a century.
+FOREVER_SECONDS: Final = 100 * 365 * 24 * 3600
 
 
 def arbiter_settings(
@@ -42,11 +45,12 @@ def arbiter_settings(
 ) -> dict[str, Any]:
     """gunicorn settings for the arbiter of ``triowsgi --workers``."""
     grace = Config().graceful_timeout if graceful_timeout is None else graceful_timeout
+    grace = min(grace + ARBITER_GRACE_MARGIN, FOREVER_SECONDS)
     settings: dict[str, Any] = {
         "bind": binds,
         "workers": workers,
         "worker_class": "triowsgi.gunicorn.Worker",
-        "graceful_timeout": math.ceil(grace + ARBITER_GRACE_MARGIN),
+        "graceful_timeout": math.ceil(grace),
         "loglevel": log_level,
         "accesslog": "-" if access_log else None,  # stdout, as gunicorn's "-"
         "proc_name": "triowsgi",

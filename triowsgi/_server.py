@@ -12,7 +12,7 @@ from typing import Any, Final, final
 
 import trio
 
-from ._config import Config
+from ._config import Config, check_port
 from ._connection import ConnectionStats, HTTPConnection
 from ._h11 import BUILD as H11_BUILD
 from ._h11 import VERSION as H11_VERSION
@@ -36,6 +36,28 @@ ACCEPT_CAPACITY_ERROR_SLEEP: Final = 0.1
 ACCEPT_BATCH: Final = 128
 # Every connection task's name: one string, where trio would format one per task.
 TASK_NAME: Final = "triowsgi connection"
+# eventlet.wsgi.server's parameters after (sock, site), in its order: server() takes
+# them by position too. protocol and server_event are not supported (Config says what
+# replaces them); by position, None stands for "not given" so later ones can be reached.
+EVENTLET_POSITIONAL: Final = (
+    "log",
+    "environ",
+    "max_size",
+    "max_http_version",
+    "protocol",
+    "server_event",
+    "minimum_chunk_size",
+    "log_x_forwarded_for",
+    "custom_pool",
+    "keepalive",
+    "log_output",
+    "log_format",
+    "url_length_limit",
+    "debug",
+    "socket_timeout",
+    "capitalize_response_headers",
+)
+_PLACEHOLDERS: Final = frozenset({"protocol", "server_event"})
 # A client that went away between connect() and accept(): skip it, as trio does.
 ACCEPT_SKIP_ERRNOS: Final = frozenset(
     {errno.ECONNABORTED, errno.EPROTO, getattr(errno, "ENOTCONN", errno.ECONNABORTED)}
@@ -116,10 +138,12 @@ async def serve(
     thread).
 
     Raises:
-        TypeError, ValueError: an unknown option or a bad value, before binding.
+        TypeError, ValueError: an unknown option, a bad value or a port outside 0-65535,
+            before binding.
         OSError: the address could not be bound.
     """
     config = Config.from_options(**options)
+    check_port(port)
     listeners: list[trio.abc.Listener[Any]] = list(await trio.open_tcp_listeners(port, host=host))
     if ssl_context is not None:
         listeners = [
@@ -144,14 +168,23 @@ async def serve_listeners(
     await serve_main(app, listeners, config, task_status, handle_signals)
 
 
-def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
+def server(sock: socket.socket, site: WSGIApp, *args: Any, **options: Any) -> None:
     """eventlet's ``eventlet.wsgi.server``: serve ``site`` on a bound, listening socket
     (TCP or unix; ssl-wrapped for TLS), blocking until SIGINT (Ctrl-C) or SIGTERM, which
     shut it down gracefully (a second one ends the grace period) and return. Off the
     main thread, signals cannot be received: it serves until the process ends.
 
-    The socket is closed when it returns. Raises as :func:`serve` for bad options.
+    Options are taken by keyword, or by position in eventlet's order: ``log, environ,
+    max_size, max_http_version, protocol, server_event, minimum_chunk_size,
+    log_x_forwarded_for, custom_pool, keepalive, log_output, log_format,
+    url_length_limit, debug, socket_timeout, capitalize_response_headers``. By position,
+    ``protocol`` and ``server_event`` must be None (neither is supported; see
+    :class:`triowsgi.Config`), and triowsgi's own options are keyword-only.
+
+    The socket is closed when it returns. Raises as :func:`serve` for bad options, and
+    TypeError for too many positional arguments or an option given twice.
     """
+    options = _eventlet_options(args, options)
     config = Config.from_options(**options)  # fail before starting Trio
     ssl_context = None
     if isinstance(sock, ssl.SSLSocket):
@@ -168,6 +201,24 @@ def server(sock: socket.socket, site: WSGIApp, **options: Any) -> None:
             raise
     finally:
         sock.close()
+
+
+def _eventlet_options(args: tuple[Any, ...], options: dict[str, Any]) -> dict[str, Any]:
+    """``server()``'s positional options named, merged with its keyword ones."""
+    if len(args) > len(EVENTLET_POSITIONAL):
+        raise TypeError(
+            f"server() takes at most {2 + len(EVENTLET_POSITIONAL)} positional arguments "
+            f"(sock, site, then {', '.join(EVENTLET_POSITIONAL)}), but {2 + len(args)} "
+            "were given"
+        )
+    merged = dict(options)
+    for name, value in zip(EVENTLET_POSITIONAL, args, strict=False):
+        if name in options:
+            raise TypeError(f"server() got multiple values for argument {name!r}")
+        if value is None and name in _PLACEHOLDERS:
+            continue  # a placeholder, to reach the options after it
+        merged[name] = value
+    return merged
 
 
 async def serve_main(

@@ -57,7 +57,7 @@ import os
 import signal
 import ssl
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import trio
@@ -69,7 +69,7 @@ from ._logging import ACCESS_LOGGER, ERROR_LOGGER
 from ._server import ServerHandle, serve_listeners
 from ._wsgi import WSGIApp
 
-__all__ = ["Worker", "options_from_config"]
+__all__ = ["Worker", "multiprocess_environ", "options_from_config"]
 
 # gunicorn's --threads default; see the module docstring.
 GUNICORN_DEFAULT_THREADS: Final = 1
@@ -140,6 +140,12 @@ def options_from_config(cfg: Any) -> dict[str, Any]:
     }
 
 
+def multiprocess_environ(environ: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``environ`` option of a worker that is one of several processes serving the
+    app: ``wsgi.multiprocess`` is True (PEP 3333), unless the user's ``environ`` says."""
+    return {"wsgi.multiprocess": True, **(environ or {})}
+
+
 class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
     """``gunicorn -k triowsgi.gunicorn.Worker``: one Trio loop per worker process."""
 
@@ -160,7 +166,9 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
         # ``triowsgi --workers`` gives its flags as triowsgi options (_processes.py);
         # under gunicorn's own command they come from its settings.
         given = getattr(self.app, "triowsgi_options", None)
-        options = options_from_config(self.cfg) if given is None else given
+        options = options_from_config(self.cfg) if given is None else dict(given)
+        if self.cfg.workers > 1:
+            options["environ"] = multiprocess_environ(options.get("environ"))
         self._route_logs()
         try:
             trio.run(self._serve, options)

@@ -240,15 +240,16 @@ def test_slow_uploads_leave_the_worker_threads_to_other_requests(tmp_path: Path)
     """A thread waiting for a request body holds no place in ``--threads`` (as with
     ``triowsgi.serve``: tests/test_workers.py)."""
     length = 300_000  # more than the server reads before it calls the app
-    with gunicorn(tmp_path, "-w", "1", "--threads", "1") as server:
+    # (--threads 1 is gunicorn's default, which means triowsgi's own: 128.)
+    with gunicorn(tmp_path, "-w", "1", "--threads", "2") as server:
         uploads = []
-        for n in range(2):
+        for n in range(3):
             sock = socket.create_connection(("127.0.0.1", server.port), timeout=PATIENCE)
             uploads.append(sock)
             name = tmp_path / f"upload{n}"
             head = f"POST /upload/{name} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
             sock.sendall(head.encode() + b"u" * 1000)
-            wait_for_file(name.with_suffix(".reading"))  # the second got the one thread
+            wait_for_file(name.with_suffix(".reading"))  # the third got a thread too
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=2)
         conn.request("GET", "/")
         assert conn.getresponse().status == 200

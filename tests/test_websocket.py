@@ -565,15 +565,22 @@ async def test_a_graceful_shutdown_closes_open_websockets_with_1001(
 ) -> None:
     ended = trio.Event()
     token = trio.lowlevel.current_trio_token()
+    late_sends: list[type[BaseException]] = []
 
     def handler(ws: websocket.WebSocket) -> None:
         while ws.wait() is not None:
             pass
+        with pytest.raises(websocket.ConnectionClosed) as refused:
+            ws.send("too late")
+        late_sends.append(refused.type)
         trio.from_thread.run_sync(ended.set, trio_token=token)
 
     async def async_handler(ws: websocket.AsyncWebSocket) -> None:
         async for _ in ws:
             pass
+        with pytest.raises(websocket.ConnectionClosed) as refused:
+            await ws.send("too late")
+        late_sends.append(refused.type)
         ended.set()
 
     server = await start(
@@ -601,6 +608,7 @@ async def test_a_graceful_shutdown_closes_open_websockets_with_1001(
         await ended.wait()  # the handler saw the close
         await server.stopped.wait()  # and the server did not wait out its grace period
     assert codes == [1001]
+    assert late_sends == [websocket.ConnectionClosed]
 
 
 async def test_an_async_handler_uses_the_programs_trio_objects(

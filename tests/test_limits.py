@@ -14,6 +14,8 @@ import pytest
 import trio
 from conftest import RawClient, StartServer, hello_app
 
+import triowsgi
+
 # Time the server is allowed beyond a limit, for scheduling on a loaded CI machine.
 SLACK = 1.0
 
@@ -85,6 +87,39 @@ async def test_chunked_body_over_max_body_size_is_413_while_the_app_reads(
     status, _, _ = await read_error_then_eof(client)
     assert status == b"HTTP/1.1 413 Content Too Large"
     assert app.calls == 1  # no length upfront: only reading finds the body too large
+
+
+@pytest.mark.parametrize(
+    ("chunks", "caught"),
+    [
+        (b"3c\r\n" + b"a" * 60 + b"\r\n3c\r\n" + b"b" * 60 + b"\r\n0\r\n\r\n", "RequestTooLarge"),
+        (b"zz\r\nabc\r\n0\r\n\r\n", "BadRequest"),
+    ],
+    ids=["too-large", "malformed"],
+)
+async def test_what_a_chunked_body_raises_into_the_app_is_exported(
+    start_server: StartServer, raw_client: Callable[[int], Any], chunks: bytes, caught: str
+) -> None:
+    # An app can catch them by their public names (and triowsgi.HTTPError, their base).
+    exported = getattr(triowsgi, caught)
+    assert issubclass(exported, triowsgi.HTTPError)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        try:
+            environ["wsgi.input"].read()
+        except triowsgi.HTTPError as exc:
+            start_response(f"{exc.status} Refused", [("Content-Type", "text/plain")])
+            return [type(exc).__name__.encode()]
+        start_response("200 OK", [])
+        return [b"read it all"]
+
+    server = await start_server(app, max_body_size=100)
+    client = await raw_client(server.port)
+    await client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    await client.send(chunks)
+    status, _, body = await client.read_response()
+    assert body == caught.encode()
+    assert status == f"HTTP/1.1 {exported.status} Refused".encode()
 
 
 async def test_chunked_body_within_max_body_size_is_served(

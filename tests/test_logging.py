@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -260,6 +261,88 @@ async def test_body_length_counts_body_bytes_sent(
     await (await get(server.port, method=method)).aclose()
     await wait_until(lambda: log.getvalue().count("\n") == 2)
     assert log.getvalue().splitlines()[1] == f"200 {body_length}"
+
+
+NEEDS_CONNECTION = "needs _connection.py change: "
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=NEEDS_CONNECTION + "_send_error counts its body in _body_bytes (issue 22)",
+)
+async def test_a_500_of_the_servers_own_logs_the_body_it_sent(start_server: StartServer) -> None:
+    log = io.StringIO()
+    server = await start_server(failing_app, log=log, log_format="%(status_code)s %(body_length)s")
+    client = await RawClient.connect(server.port)
+    await client.send(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await client.read_response()
+    assert (status, body) == (
+        b"HTTP/1.1 500 Internal Server Error",
+        b"500 Internal Server Error\n",
+    )
+    await client.aclose()
+    await all_closed(server)
+    assert log.getvalue().splitlines()[-1] == f"500 {len(body)}"  # 26 bytes, not 0
+
+
+class Holding:
+    """An app that reads the body (``/read``) or holds its request until released;
+    ``entered`` is set once it runs."""
+
+    def __init__(self) -> None:
+        self.entered = trio.Event()
+        self.release = threading.Event()
+        self.token = trio.lowlevel.current_trio_token()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        trio.from_thread.run_sync(self.entered.set, trio_token=self.token)
+        if environ["PATH_INFO"] == "/read":
+            environ["wsgi.input"].read()  # raises, and the app lets it through
+        else:
+            self.release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"done"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=NEEDS_CONNECTION + "_respond logs errors.cut_off_status(exc), not 0 (issue 22)",
+)
+@pytest.mark.parametrize(
+    ("cut_off_by", "status"),
+    [("the client going away", "499"), ("socket_timeout", "408"), ("shutdown", "503")],
+)
+async def test_a_request_cut_off_before_its_response_logs_why(
+    nursery: trio.Nursery, cut_off_by: str, status: str
+) -> None:
+    app, log = Holding(), io.StringIO()
+    scope = trio.CancelScope()
+    stopped = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[triowsgi.ServerHandle]) -> None:
+        with scope:
+            await triowsgi.serve(
+                app, 0, "127.0.0.1", log=log, log_format="%(status_code)s %(body_length)s",
+                socket_timeout=0.5, graceful_timeout=0.2, task_status=task_status,
+            )  # fmt: skip
+        stopped.set()
+
+    server: triowsgi.ServerHandle = await nursery.start(run)
+    client = await RawClient.connect(server.port)
+    path = "/hold" if cut_off_by == "shutdown" else "/read"
+    await client.send(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab".encode())
+    with trio.fail_after(5):
+        await app.entered.wait()
+    if cut_off_by == "the client going away":
+        await client.aclose()
+    elif cut_off_by == "shutdown":
+        scope.cancel()  # the grace period ends with the app still running
+    with trio.fail_after(5):
+        while not log.getvalue().splitlines()[1:]:
+            await trio.sleep(0.01)
+    app.release.set()
+    assert log.getvalue().splitlines()[1] == f"{status} 0"
+    await client.aclose()
 
 
 async def test_wall_seconds_and_date_time(start_server: StartServer) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "SocketTimeout",
     "URITooLong",
     "VersionNotSupported",
+    "cut_off_status",
     "error_body",
     "from_h11",
 ]
@@ -129,6 +130,24 @@ def from_h11(exc: h11.RemoteProtocolError) -> HTTPError:
     """Translate h11's error, keeping its status hint when it names one of ours."""
     cls = _BY_STATUS.get(exc.error_status_hint, BadRequest)
     return cls(str(exc))
+
+
+# The access log's status for a request cut off before its response head was sent (no
+# status went to the client: these say why there is none). nginx's 499, "client closed
+# request", for a client that went away.
+CLIENT_CLOSED_REQUEST: Final = 499
+
+
+def cut_off_status(exc: BaseException) -> int:
+    """The status the access log shows for a request whose app call or response ended
+    with ``exc`` before any response head was sent: 499 when the client went away,
+    408 when a wait on the client timed out, else 503 (the server stopped serving it:
+    the shutdown's grace period ended)."""
+    if isinstance(exc, ClientDisconnected):
+        return CLIENT_CLOSED_REQUEST
+    if isinstance(exc, TimeoutError):
+        return RequestTimeout.status
+    return 503
 
 
 # The reason phrases of the statuses the server sends on its own.

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import os
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -560,6 +561,38 @@ async def test_concurrent_sends_do_not_interleave(start_server: StartServer, kin
         assert mine == [f"{voice}:{i}:" + "la" * (voice * 3000) for i in range(100)]
 
 
+def closed_by_another_thread(ws: websocket.WebSocket) -> None:
+    """One thread waits for messages while another closes the WebSocket."""
+    while (message := ws.wait()) is not None:
+        if message == "close from elsewhere":
+            threading.Thread(target=ws.close, args=((4003, "closed elsewhere"),)).start()
+
+
+async def async_closed_by_another_task(ws: websocket.AsyncWebSocket) -> None:
+    async with trio.open_nursery() as nursery:
+        async for message in ws:
+            if message == "close from elsewhere":
+                nursery.start_soon(ws.close, 4003, "closed elsewhere")
+
+
+async def test_a_websocket_closed_while_another_thread_or_task_waits_on_it(
+    start_server: StartServer, kind: str
+) -> None:
+    handler = closed_by_another_thread if kind == "sync" else async_closed_by_another_task
+    server = await start_server(websocket.WebSocketWSGI(handler))
+
+    def client() -> tuple[int, str]:
+        with connect(server.port) as ws:
+            ws.send("close from elsewhere")
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    assert await in_thread(client) == (4003, "closed elsewhere")
+    await wait_for_no_connections(server)
+
+
 async def test_a_graceful_shutdown_closes_open_websockets_with_1001(
     nursery: trio.Nursery, kind: str
 ) -> None:
@@ -698,6 +731,14 @@ async def wait_for_no_connections(server: triowsgi.ServerHandle) -> None:
 # -- flask-sock ------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def without_eventlet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As where eventlet is not installed: flask-sock's closing ``from eventlet.wsgi
+    import ...`` raises ImportError (in the app's thread, after the WebSocket closed)."""
+    monkeypatch.setitem(sys.modules, "eventlet", None)
+    monkeypatch.setitem(sys.modules, "eventlet.wsgi", None)
+
+
 def flask_app() -> flask.Flask:
     app = flask.Flask(__name__)
     sock = flask_sock.Sock(app)
@@ -718,6 +759,7 @@ def flask_app() -> flask.Flask:
     return app
 
 
+@pytest.mark.usefixtures("without_eventlet")
 async def test_flask_sock_with_the_websockets_client(start_server: StartServer) -> None:
     server = await start_server(flask_app())
     payload = os.urandom(MiB)
@@ -752,6 +794,7 @@ async def test_flask_sock_with_the_websockets_client(start_server: StartServer) 
 CLOSE_1000 = (websocket_client.ABNF.OPCODE_CLOSE, b"\x03\xe8")
 
 
+@pytest.mark.usefixtures("without_eventlet")
 async def test_flask_sock_with_websocket_client(start_server: StartServer) -> None:
     server = await start_server(flask_app())
     payload = os.urandom(MiB)

@@ -28,6 +28,7 @@ import trustme
 from conftest import RawClient, RecordingLog, StartServer, hello_app
 
 import triowsgi
+from triowsgi._reader import EAGER_BODY_WAIT
 from triowsgi._workers import IDLE_NAME
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -480,12 +481,15 @@ async def test_the_first_head_is_timed_from_the_accept_not_its_first_byte(
     server = await start_server(hello_app, header_timeout=1.0, log=RecordingLog())
     client = await RawClient.connect(server.port)
     started = trio.current_time()
-    await trio.sleep(0.6)  # silent for most of header_timeout: the point of the test
+    silence = 0.9
+    await trio.sleep(silence)  # silent for most of header_timeout: the point of the test
     await client.send(b"GET / HTTP/1.1\r\n")  # and the rest never comes
-    with trio.fail_after(0.4 + SLACK):
+    with trio.fail_after(1.0 - silence + SLACK):
         status, _, _ = await client.read_response()
     assert status == b"HTTP/1.1 408 Request Timeout"
-    assert trio.current_time() - started >= 0.95
+    # From the accept: 1.0 s. Timed from its first byte, the head would get 1.9 s.
+    elapsed = trio.current_time() - started
+    assert 0.95 <= elapsed < 1.0 + silence / 2, elapsed
     await client.aclose()
 
 
@@ -601,17 +605,29 @@ async def test_time_the_app_spends_not_reading_does_not_count_against_the_body(
     start_server: StartServer,
 ) -> None:
     gate = threading.Event()
+    reading = trio.Event()
+    token = trio.lowlevel.current_trio_token()
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         gate.wait(10)  # the app is busy: the body's clock stands still
+        trio.from_thread.run_sync(reading.set, trio_token=token)
         body = environ["wsgi.input"].read()
         start_response("200 OK", [])
         return [body]
 
-    server = await start_server(app, body_timeout=0.5, body_min_rate=None, log=RecordingLog())
+    # The server waits EAGER_BODY_WAIT for the rest before calling the app: that counts.
+    body_timeout = EAGER_BODY_WAIT + 0.5
+    server = await start_server(
+        app, body_timeout=body_timeout, body_min_rate=None, log=RecordingLog()
+    )
     client = await connect(server, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
-    await trio.sleep(1.5)  # longer than body_timeout, with the app not reading
+    await trio.sleep(body_timeout + 1.0)  # longer than body_timeout, the app not reading
     gate.set()
+    with trio.fail_after(5):
+        await reading.wait()
+    # The rest comes once the app is waiting for it, within body_timeout: the read
+    # really waits (had the busy time counted, that wait would end at once in a 408).
+    await trio.sleep(0.2)
     await client.send(b"cd")
     status, _, body = await client.read_response()
     assert (status, body) == (b"HTTP/1.1 200 OK", b"abcd")

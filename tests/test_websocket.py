@@ -16,6 +16,7 @@ import os
 import ssl
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -32,12 +33,14 @@ import websockets.sync.client
 from conftest import RawClient, RecordingLog, StartServer, hello_app
 from test_shutdown import start
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
+from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
 import triowsgi
 from triowsgi import websocket
-from triowsgi._websocket_handshake import HandshakeRefused, negotiate
+from triowsgi._websocket_handshake import HandshakeRefused, choose_deflate, negotiate
+from triowsgi._websocket_protocol import WebSocketProtocol
 
 T = TypeVar("T")
 MiB = 1024 * 1024
@@ -392,6 +395,32 @@ def test_the_handshake_response_is_rfc_6455s() -> None:
     del environ["HTTP_UPGRADE"]
     with pytest.raises(HandshakeRefused, match="not a WebSocket upgrade"):
         negotiate(environ)
+
+
+def test_a_deflate_bomb_is_refused_without_inflating_it_whole() -> None:
+    # 64 MiB of zeros deflate to 64 KiB; wsproto would inflate each piece it is fed at
+    # once, so the protocol core feeds it a little at a time and stops at the limit.
+    deflate, header = choose_deflate("permessage-deflate")
+    assert deflate is not None and header is not None
+    client_deflate = PerMessageDeflate()
+    client_deflate.finalize(header)
+    client = Connection(ConnectionType.CLIENT, extensions=[client_deflate])
+    bomb = client.send(BytesMessage(bytes(64 * MiB)))
+    assert len(bomb) < 128 * 1024
+    core = WebSocketProtocol(deflate, 8 * MiB)
+    tracemalloc.start()
+    try:
+        reply = core.receive_data(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The 8 MiB limit, one piece's inflation and wsproto's copy of it; fed at once, the
+    # bomb would cost 192 MiB.
+    assert peak < 24 * MiB
+    client.receive_data(reply)
+    events = list(client.events())
+    assert isinstance(events[0], CloseConnection) and events[0].code == 1009
+    assert core.next_message() is None
 
 
 # -- protocol errors, on the wire ---------------------------------------------------------

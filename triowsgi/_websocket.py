@@ -469,9 +469,14 @@ class WebSocketWSGI:
         if get_socket is None:
             raise RuntimeError("WebSocketWSGI needs a server with wsgi.input.get_socket()")
         sock = get_socket()
-        sock.sendall(accepted.response)
+        try:
+            sock.sendall(accepted.response)
+        except OSError:
+            return []  # the client left before the handshake was done: nothing to serve
         ws = WebSocket(sock, environ, accepted, self.max_frame_length)
-        sock.on_shutdown(ws._going_away)
+        on_shutdown = getattr(sock, "on_shutdown", None)  # triowsgi's; other servers' lack it
+        if on_shutdown is not None:
+            on_shutdown(ws._going_away)
         handler: BlockingHandler = self.handler  # type: ignore[assignment]
         try:
             handler(ws)

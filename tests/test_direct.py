@@ -175,13 +175,27 @@ def test_read_nowait_returns_what_arrived_none_when_nothing_did_and_empty_at_eof
 async def test_an_idle_keepalive_connection_times_out_and_a_busy_one_does_not(
     start_server: StartServer,
 ) -> None:
-    # The idle wait has its own timeout path (keepalive seconds) on plain sockets.
-    handle = await start_server(big_stream, keepalive=0.2)
-    client = await RawClient.connect(handle.port)
+    # The idle wait has its own timeout path (keepalive seconds) on plain sockets; a
+    # response the client is slow to take is not idleness (send_timeout bounds it).
+    keepalive = 0.2
+    handle = await start_server(big_stream, keepalive=keepalive)
+    sock = trio.socket.socket()
+    # A small window, so the server's writes wait on this client (no buffer takes BIG).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    await sock.connect(("127.0.0.1", handle.port))
+    client = RawClient(trio.SocketStream(sock))
     await client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    status, _, body = await client.read_response()
-    assert (status, len(body)) == (b"HTTP/1.1 200 OK", len(BIG))
+    assert (await client.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK\r\n")
+    first = await client.read_exactly(1 << 20)
+    await trio.sleep(3 * keepalive)  # reading nothing: the server's send waits that long
+    try:
+        rest = await client.read_exactly(len(BIG) - len(first))
+    except EOFError:
+        pytest.fail("the server closed a response the client was slow to read, as if idle")
+    assert first + rest == BIG
+    done = trio.current_time()
     assert await client.read_to_eof() == b""  # closed by the server once idle too long
+    assert keepalive / 2 <= trio.current_time() - done < keepalive + 1.0
     await client.aclose()
 
 

@@ -673,6 +673,41 @@ async def test_a_graceful_shutdown_closes_open_websockets_with_1001(
     assert late_sends == [websocket.ConnectionClosed]
 
 
+async def test_a_client_that_stops_reading_is_let_go_after_send_timeout(
+    start_server: StartServer, kind: str
+) -> None:
+    ended = trio.Event()
+    token = trio.lowlevel.current_trio_token()
+    errors: list[type[BaseException]] = []
+    chunk = os.urandom(MiB)
+
+    def flood(ws: websocket.WebSocket) -> None:
+        try:
+            while True:
+                ws.send(chunk)
+        except websocket.ConnectionClosed as exc:
+            errors.append(type(exc))
+        trio.from_thread.run_sync(ended.set, trio_token=token)
+
+    async def async_flood(ws: websocket.AsyncWebSocket) -> None:
+        try:
+            while True:
+                await ws.send(chunk)
+        except websocket.ConnectionClosed as exc:
+            errors.append(type(exc))
+        ended.set()
+
+    app = websocket.WebSocketWSGI(flood if kind == "sync" else async_flood)
+    server = await start_server(app, send_timeout=0.5)
+    client = await RawClient.connect(server.port)
+    await client.send(HANDSHAKE + b"\r\n")  # and then reads nothing
+    with trio.fail_after(10):
+        await ended.wait()
+    assert errors == [websocket.ConnectionClosed]
+    await client.aclose()
+    await wait_for_no_connections(server)
+
+
 async def test_an_async_handler_uses_the_programs_trio_objects(
     start_server: StartServer,
 ) -> None:

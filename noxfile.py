@@ -1,7 +1,8 @@
 """Nox sessions for triowsgi: ``nox -s tests``, ``nox -s lint`` and ``nox -s typecheck`` by
-default; on request ``nox -s tests_speed`` (the suite on the ``speed`` install), ``nox -s
-fuzz`` (a long property-test run) and ``nox -s bench`` (about 25 minutes on a quiet
-machine)."""
+default; on request ``nox -s tests_versions`` (the suite on every supported Python this
+machine has), ``nox -s tests_speed`` (the suite on the ``speed`` install, newest Python),
+``nox -s fuzz`` (a long property-test run) and ``nox -s bench`` (about 25 minutes on a
+quiet machine)."""
 
 from pathlib import Path
 
@@ -9,18 +10,32 @@ import nox
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
+# A supported Python this machine lacks is reported as skipped, not failed (nox fails
+# by default when the CI variable is set): CI still passes on a machine without it.
+nox.options.error_on_missing_interpreters = False
+
+# Every Python the package supports (requires-python and the classifiers say the same).
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite."""
+    """Run the test suite (on the Python nox itself runs on)."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
 
 
-@nox.session
+@nox.session(python=PYTHONS)
+def tests_versions(session: nox.Session) -> None:
+    """Run the test suite on each supported Python found (``python3.X`` on the PATH)."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[-1])
 def tests_speed(session: nox.Session) -> None:
-    """Run the test suite with the ``speed`` extra (h11 compiled with mypyc)."""
+    """Run the test suite with the ``speed`` extra (h11 compiled with mypyc), on the
+    newest supported Python."""
     session.install(".[test,speed]")
     # The extra really is installed, and triowsgi picks it: else this would pass on h11.
     check = "from triowsgi._h11 import BUILD; assert BUILD == 'h11-mypyc', BUILD"
@@ -54,6 +69,16 @@ def fuzz(session: nox.Session) -> None:
     session.run("pytest", "tests/test_fuzz.py", *session.posargs)
 
 
+# The servers triowsgi is compared with, and the WebSocket clients and libraries.
+BENCH_PEERS = (
+    "eventlet",
+    "hypercorn[trio]",
+    "waitress",
+    "gunicorn",
+    "websockets",
+    "simple-websocket",
+)
+
 # The harness's option, the virtualenv's name and what is pip-installed into it.
 BENCH_INSTALLS = (
     ("--triowsgi-python", "triowsgi", "."),
@@ -66,9 +91,10 @@ def bench(session: nox.Session) -> None:
     """Benchmark triowsgi against its peers; see bench/README.md.
 
     Arguments after ``--`` go to the harness, e.g. ``nox -s bench -- --duration 5 --runs 1
-    --scenarios hello``.
+    --scenarios hello``. Without arguments, the WebSocket benchmark (``nox -s bench_ws``)
+    follows.
     """
-    session.install(".", "eventlet", "hypercorn[trio]", "waitress", "gunicorn", "matplotlib")
+    session.install(".", *BENCH_PEERS, "matplotlib")
     # The two triowsgi rows measure what a user installs: each runs in a virtualenv that
     # holds that install and nothing else (the harness checks which h11 each one parses
     # with). They live inside this session's virtualenv: when nox makes that one anew,
@@ -82,3 +108,14 @@ def bench(session: nox.Session) -> None:
         session.run(str(python), "-m", "pip", "install", "--quiet", requirement, external=True)
         pythons += [option, str(python)]
     session.run("python", "-m", "bench", *pythons, *session.posargs)
+    if not session.posargs:
+        session.run("python", "-m", "bench.ws")
+
+
+@nox.session
+def bench_ws(session: nox.Session) -> None:
+    """WebSockets: echo round trips and memory per idle WebSocket, triowsgi's two handler
+    kinds against eventlet.websocket and gunicorn gthread + simple-websocket (``python -m
+    bench.ws``; arguments after ``--`` go to it, e.g. ``-- --rounds 2 --idle 500``)."""
+    session.install(".", *BENCH_PEERS)
+    session.run("python", "-m", "bench.ws", *session.posargs)

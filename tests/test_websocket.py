@@ -38,6 +38,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import generate_accept_token
 
 import triowsgi
+import triowsgi._websocket
 from triowsgi import websocket
 from triowsgi._websocket_handshake import HandshakeRefused, choose_deflate, negotiate
 from triowsgi._websocket_protocol import WebSocketProtocol
@@ -706,6 +707,37 @@ async def test_a_client_that_stops_reading_is_let_go_after_send_timeout(
     assert errors == [websocket.ConnectionClosed]
     await client.aclose()
     await wait_for_no_connections(server)
+
+
+async def test_at_shutdown_a_client_that_never_answers_the_close_is_let_go(
+    nursery: trio.Nursery, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(triowsgi._websocket, "CLOSE_TIMEOUT", 0.5)
+    waits: list[Any] = []
+    token = trio.lowlevel.current_trio_token()
+    ended = trio.Event()
+
+    def handler(ws: websocket.WebSocket) -> None:
+        waits.append(ws.wait())
+        trio.from_thread.run_sync(ended.set, trio_token=token)
+
+    async def async_handler(ws: websocket.AsyncWebSocket) -> None:
+        waits.append(await ws.receive())
+        ended.set()
+
+    app = websocket.WebSocketWSGI(handler if kind == "sync" else async_handler)
+    server = await start(nursery, app)
+    client = await RawClient.connect(server.handle.port)
+    await client.send(HANDSHAKE + b"\r\n")
+    with trio.fail_after(5):
+        await client.read_until(b"\r\n\r\n")
+        server.scope.cancel()
+        closing = Connection(ConnectionType.CLIENT)
+        while not any(isinstance(e, CloseConnection) for e in closing.events()):
+            closing.receive_data(await client.read_exactly(1))  # our 1001; not answered
+        await ended.wait()  # wait() / receive() gave up on the client: None
+        await server.stopped.wait()
+    assert waits == [None]
 
 
 async def test_an_async_handler_uses_the_programs_trio_objects(

@@ -264,13 +264,6 @@ async def test_body_length_counts_body_bytes_sent(
     assert log.getvalue().splitlines()[1] == f"200 {body_length}"
 
 
-NEEDS_CONNECTION = "needs _connection.py change: "
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason=NEEDS_CONNECTION + "_send_error counts its body in _body_bytes (issue 22)",
-)
 async def test_a_500_of_the_servers_own_logs_the_body_it_sent(start_server: StartServer) -> None:
     log = io.StringIO()
     server = await start_server(failing_app, log=log, log_format="%(status_code)s %(body_length)s")
@@ -305,10 +298,6 @@ class Holding:
         return [b"done"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=NEEDS_CONNECTION + "_respond logs errors.cut_off_status(exc), not 0 (issue 22)",
-)
 @pytest.mark.parametrize(
     ("cut_off_by", "status"),
     [("the client going away", "499"), ("socket_timeout", "408"), ("shutdown", "503")],

@@ -28,6 +28,7 @@ from ._errors import (
     ClientDisconnected,
     HTTPError,
     SocketTimeout,
+    cut_off_status,
     error_body,
 )
 from ._files import SENDFILE, send_span, sendfile_now, start_body
@@ -367,6 +368,10 @@ class HTTPConnection:
         status = 0
         try:
             status = await self._run_app(responder)
+        except BaseException as exc:
+            # Cut off before a status was sent: the log says why (499, 408, 503).
+            status = responder.status_code or cut_off_status(exc)
+            raise
         finally:
             self._responder = None
             # Also when the client went away or the server is stopping: posthooks are
@@ -641,6 +646,7 @@ class HTTPConnection:
             + writer.send(END_OF_MESSAGE)
         )
         self._sends_body = False
+        self._body_bytes = len(body)  # for the access log
         with contextlib.suppress(ClientDisconnected, SocketTimeout):
             await self._send_all(data)
         self._failed = True

@@ -57,9 +57,6 @@ INTERNAL_ERROR: Final = 1011
 CLIENT_GONE: Final = (BrokenPipeError, ConnectionResetError)
 TRIO_STREAM_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
-WSGIApp: TypeAlias = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
 class BlockingSocket(Protocol):
     """What ``wsgi.input.get_socket()`` returns, as far as :class:`WebSocket` uses it."""
 

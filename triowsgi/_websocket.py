@@ -57,6 +57,7 @@ INTERNAL_ERROR: Final = 1011
 CLIENT_GONE: Final = (BrokenPipeError, ConnectionResetError)
 TRIO_STREAM_GONE: Final = (trio.BrokenResourceError, trio.ClosedResourceError)
 
+
 class BlockingSocket(Protocol):
     """What ``wsgi.input.get_socket()`` returns, as far as :class:`WebSocket` uses it."""
 

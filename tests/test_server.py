@@ -451,12 +451,27 @@ async def two_concurrent_requests(port: int) -> None:
 # -- shutdown and isolation ------------------------------------------------------------
 
 
-async def test_cancelling_serve_closes_the_listener_and_idle_connections() -> None:
+async def test_cancelling_serve_closes_the_listener_and_idle_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every connection is closed once FIRST_REQUEST_GRACE has passed: made long here, so
+    # that an idle connection left open until then can't pass for one closed at once.
+    monkeypatch.setattr(triowsgi._server, "FIRST_REQUEST_GRACE", 5.0)
+    log = RecordingLog()
     async with trio.open_nursery() as nursery:
-        handle = await nursery.start(triowsgi.serve, hello_app, 0, "127.0.0.1")
+        handle = await nursery.start(
+            functools.partial(triowsgi.serve, hello_app, 0, "127.0.0.1", log=log)
+        )
         idle = await RawClient.connect(handle.port)
         assert (await get(idle))[0] == b"HTTP/1.1 200 OK"
+        # Idle: the server waits for its next request. Its access line is written just
+        # before; until then it is still ending the first request, and a connection that
+        # ends a request during the shutdown closes by itself.
+        await wait_until(lambda: bool(log.mentioning('"GET / HTTP/1.1" 200')))
+        await trio.testing.wait_all_tasks_blocked()
         nursery.cancel_scope.cancel()
+        cancelled = trio.current_time()
+    assert trio.current_time() - cancelled < 1.0  # serve returned: nothing held it up
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", handle.port)
     assert await idle.read_to_eof() == b""

@@ -104,7 +104,13 @@ async def test_a_request_in_flight_finishes_with_connection_close(
     assert any('"GET / HTTP/1.1" 200' in line for line in server.log.lines)
 
 
-async def test_idle_connections_are_closed_at_once(nursery: trio.Nursery) -> None:
+async def test_idle_connections_are_closed_at_once(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Made long here, so that an idle connection left open until every connection is
+    # closed (at FIRST_REQUEST_GRACE) can't pass for one closed at once.
+    first_request_grace = 3.0
+    monkeypatch.setattr(triowsgi._server, "FIRST_REQUEST_GRACE", first_request_grace)
     server = await start(nursery, hello_app)
     kept_alive = await RawClient.connect(server.handle.port)
     await kept_alive.send(GET)
@@ -116,11 +122,13 @@ async def test_idle_connections_are_closed_at_once(nursery: trio.Nursery) -> Non
     assert server.handle.open_connections == 2
 
     server.scope.cancel()
+    cancelled = trio.current_time()
     with trio.fail_after(SLACK):  # no grace period for connections with nothing to do
         assert await kept_alive.read_to_eof() == b""
     # A connection that has not sent its first request yet gets FIRST_REQUEST_GRACE.
-    with trio.fail_after(FIRST_REQUEST_GRACE + SLACK):
+    with trio.fail_after(first_request_grace + SLACK):
         assert await never_spoke.read_to_eof() == b""
+        assert trio.current_time() - cancelled >= first_request_grace - 0.05
         await server.stopped.wait()
 
 

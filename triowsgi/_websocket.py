@@ -91,7 +91,8 @@ class WebSocket:
         socket: the connection's blocking socket (``wsgi.input.get_socket()``).
 
     :meth:`send` may be called from any thread, concurrently; :meth:`wait` from one
-    thread at a time. Pings are answered inside :meth:`wait`.
+    thread at a time. Pings are answered inside :meth:`wait`. :class:`WebSocketWSGI`
+    makes it, once the handshake is done.
     """
 
     def __init__(
@@ -234,7 +235,8 @@ class AsyncWebSocket:
     a time. Pings are answered inside :meth:`receive`. When the server's graceful
     shutdown begins the WebSocket is closed with 1001 at once: :meth:`receive` returns
     ``None`` when the client answers (or after a few seconds) and :meth:`send` raises
-    :class:`ConnectionClosed`.
+    :class:`ConnectionClosed`. :class:`WebSocketWSGI` makes it, once the handshake is
+    done.
     """
 
     __slots__ = (
@@ -444,6 +446,9 @@ class WebSocketWSGI:
     def __call__(
         self, environ: dict[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
+        """The WSGI app: a refused handshake is answered with its status; an accepted
+        one is served by the handler (see the class's docstring), with no response of
+        the server's."""
         try:
             accepted = negotiate(environ, self.supported_protocols, self.origin_checker)
         except HandshakeRefused as refused:

@@ -33,7 +33,8 @@ const log = (line) => { document.getElementById("log").textContent += line + "\\
 document.getElementById("join").onclick = () => {
   if (ws) ws.close();
   const path = document.getElementById("path").value;
-  ws = new WebSocket(`ws://${location.host}${path}`);
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  ws = new WebSocket(`${scheme}://${location.host}${path}`);
   ws.onopen = () => log(`* joined over ${path}`);
   ws.onmessage = (event) => log(event.data);
   ws.onclose = (event) => log(`* closed (${event.code})`);

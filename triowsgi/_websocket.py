@@ -168,7 +168,9 @@ class WebSocket:
                 deadline = self._close_deadline
             data = self._recv(deadline)
             with self._lock:
-                self._send_quietly(self._core.receive_data(data))
+                reply = self._core.receive_data(data)
+                if reply or self._core.phase is not Phase.OPEN:
+                    self._send_quietly(reply)
 
     def _recv(self, deadline: float | None) -> bytes:
         if deadline is None:

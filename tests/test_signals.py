@@ -30,6 +30,7 @@ from triowsgi._signals import owns_the_process
 EXAMPLES = Path(__file__).parent.parent / "examples"
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 STARTED = r"^\((\d+)\) wsgi starting up on http://127\.0\.0\.1:(\d+)\n"
+READ_TIMEOUT = 10.0  # the longest a test waits on a child's output
 
 # An app that holds its request until the test writes a line to the process's stdin.
 HELD_APP = """
@@ -186,13 +187,18 @@ def test_the_example_stopped_with_ctrl_c_says_wsgi_exiting_and_nothing_after() -
         stderr=subprocess.PIPE,
         text=True,
     )
+    # A server that never says it started must fail the test, not hang it: the
+    # blocking readline() ends (at EOF) when this kills the process.
+    watchdog = threading.Timer(READ_TIMEOUT, process.kill)
+    watchdog.start()
     try:
         assert process.stderr is not None
         line = process.stderr.readline()
         assert " wsgi starting up on http://" in line, line
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        stdout, stderr = process.communicate(timeout=10)
+        stdout, stderr = process.communicate(timeout=READ_TIMEOUT)
     finally:
+        watchdog.cancel()
         process.kill()
         process.wait()
     assert process.returncode == 0

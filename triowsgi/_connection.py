@@ -1,18 +1,19 @@
-"""One client connection: the request/response loop, with keep-alive, pipelining,
-the response's writes and the server's own error responses.
+"""One client connection's task: the request/response loop, with keep-alive and
+pipelining, the app's call in a worker thread, the access log, and the connection's end
+(closed, lingering after an error, evicted, expired, or taken over by the app).
 
 The loop is driven by h11's state machine: h11 frames requests and bodies and decides
 whether the connection may be reused. Reading, and every limit a client meets while the
-server waits on it, is :mod:`._reader`'s; this module runs the app in a worker thread
-(see :mod:`._wsgi`) and sends what it produces, within ``socket_timeout`` and
-``send_timeout``. Everything here but the app's side runs in the connection's Trio task.
+server waits on it, is :mod:`._reader`'s; writing, and the limits on a client that does
+not read, :mod:`._writer`'s; the app's side of a request, :mod:`._wsgi`'s; a connection
+the app takes over, :mod:`._upgrade`'s. Everything here runs in the connection's Trio
+task.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import socket
 import sys
 import time
@@ -22,27 +23,19 @@ from typing import Any, Final, TypeVar, final
 import trio
 
 from ._config import Config
-from ._direct import DirectSocket, Pieces, direct_socket
-from ._errors import (
-    REASONS,
-    ClientDisconnected,
-    HTTPError,
-    SocketTimeout,
-    cut_off_status,
-    error_body,
-)
-from ._files import SENDFILE, send_span, sendfile_now, start_body
+from ._direct import direct_socket
+from ._errors import ClientDisconnected, HTTPError, SocketTimeout, cut_off_status
+from ._files import SENDFILE
 from ._h11 import h11
 from ._logging import ServerLog, access_fields
 from ._proxy import TrustedProxies
 from ._reader import RECEIVE_SIZE, RequestReader
-from ._response import build_response, has_body
 from ._shutdown import Phase, Shutdown
 from ._slots import Slots
 from ._upgrade import TakenSocket, Tunnel
 from ._workers import WorkerPool
+from ._writer import ResponseWriter
 from ._wsgi import (
-    Batch,
     ConnectionInfo,
     Responder,
     WSGIApp,
@@ -61,18 +54,9 @@ TunnelHandler = Callable[[Tunnel], Awaitable[None]]
 # destroy the response before the client reads it (RFC 9112 §9.6).
 LINGER_SECONDS: Final = 2.0
 LINGER_LIMIT: Final = 1024 * 1024
-# Pieces of a response up to this size in all are joined into one send_all(): copying
-# 256 KiB costs less than the two extra sends of a chunk's framing. Bigger pieces are
-# sent as they are, so large buffers are never copied.
-JOIN_LIMIT: Final = 256 * 1024
-# On TLS, a send that makes no progress is found per slice of this size (one TLS record):
-# a client reading 16 KiB per send_timeout still counts as reading.
-SEND_SLICE: Final = 16 * 1024
 # The longest a result's close() may take after a response was cut short.
 CLOSE_SECONDS: Final = 5.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
-# h11's events are immutable: one end-of-message serves every response.
-END_OF_MESSAGE: Final = h11.EndOfMessage()
 
 
 @dataclasses.dataclass(slots=True)
@@ -105,20 +89,15 @@ def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
     return ConnectionInfo(scheme, server_name, server_port, str(remote[0]), str(remote[1]))
 
 
-def _seconds(value: float | None) -> float:
-    return math.inf if value is None else value
-
-
 @final
 class HTTPConnection:
     """Serves requests on one stream until the client or h11 says the connection ends."""
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
     __slots__ = (
-        "_app", "_body_bytes", "_config", "_direct", "_evicted", "_failed",
-        "_http10_only", "_info", "_log", "_method", "_proxies", "_reader", "_responder",
-        "_send_timeout", "_sends_body", "_shutdown", "_slot", "_slots", "_stats", "_stream",
-        "_taken", "_timeout", "_tunnel", "_tunnel_handler", "_workers", "expired",
+        "_app", "_config", "_direct", "_evicted", "_http10_only", "_info", "_log",
+        "_proxies", "_reader", "_responder", "_shutdown", "_slot", "_slots", "_stats",
+        "_stream", "_taken", "_tunnel", "_tunnel_handler", "_workers", "_writer", "expired",
     )  # fmt: skip
 
     def __init__(
@@ -147,6 +126,7 @@ class HTTPConnection:
         self._slot = slot  # what slots.acquire() took for this connection
         self._info = connection_info(stream)
         self._proxies = proxies if proxies else None  # one test per request, not a call
+        self._writer = ResponseWriter(stream, self._direct, config, workers)
         self._reader = RequestReader(
             stream,
             self._direct,
@@ -154,18 +134,11 @@ class HTTPConnection:
             owner=self,
             slots=slots,
             log=log,
-            send=self._send_all,
+            send=self._writer.send_all,
             workers=workers,
         )
-        self._timeout = _seconds(config.socket_timeout)
-        # A write waits at most this long for the client to take more bytes.
-        self._send_timeout = min(self._timeout, _seconds(config.send_timeout))
+        self._writer.reader = self._reader
         self._http10_only = config.max_http_version == "HTTP/1.0"
-        # Per-request state, reset by _respond().
-        self._method = b""
-        self._sends_body = True
-        self._body_bytes = 0
-        self._failed = False  # the server answered with an error: close after it
         self._evicted = False
         self.expired = False  # closed by Slots.expire(): no request head in time
         # Taken over by the app (see _upgrade.py): HTTP is over on this connection.
@@ -249,7 +222,7 @@ class HTTPConnection:
     async def _refuse(self, exc: HTTPError) -> None:
         """Answer a request head the server refuses; the connection then closes."""
         self._log.debug(f"bad request from {self.peer}: {exc.status} {exc}")
-        await self._send_error(exc.status)
+        await self._writer.send_error(exc.status)
 
     async def _serve(self, request: h11.Request) -> bool:
         """Answer ``request``; True if the connection may carry another."""
@@ -270,7 +243,7 @@ class HTTPConnection:
             tls = isinstance(self._stream, trio.SSLStream)
             assert self._tunnel is not None
             self._taken = TakenSocket(
-                self._tunnel, self._workers.token, raw, tls, self._send_timeout
+                self._tunnel, self._workers.token, raw, tls, self._writer.send_timeout
             )
             responder.taken = True
             # Its thread is the connection's handler now, for as long as it likes.
@@ -297,7 +270,7 @@ class HTTPConnection:
         responder = self._responder
         if responder is None or self._reader.response_started or responder.head_sent:
             raise OSError("the connection can't be taken: its response has started")
-        self._tunnel = Tunnel(self._stream, self._reader.hand_over(), self._send_timeout)
+        self._tunnel = Tunnel(self._stream, self._reader.hand_over(), self._writer.send_timeout)
         if self._direct is not None:
             self._direct.close()  # the server's own reads and writes are over
         if self._shutdown.closing:
@@ -334,9 +307,7 @@ class HTTPConnection:
     # -- responding -----------------------------------------------------------------
 
     async def _respond(self, request: h11.Request) -> None:
-        self._method = request.method
-        self._sends_body = True
-        self._body_bytes = 0
+        self._writer.start(request.method)
         body = await self._reader.open_body()
         if self._http10_only:
             # max_http_version="HTTP/1.0": answer as to an HTTP/1.0 client, so h11 frames
@@ -358,7 +329,7 @@ class HTTPConnection:
             minimum_chunk_size=self._config.minimum_chunk_size,
             capitalize_names=self._config.capitalize_response_headers,
             close_connection=self._must_close,
-            send_from_thread=self._send_from_thread,
+            send_from_thread=self._writer.send_from_thread,
             sendfile=SENDFILE and self._direct is not None,
         )
         self._responder = responder
@@ -384,27 +355,6 @@ class HTTPConnection:
                 await self._in_thread(call_posthooks, hooks, environ, self._log)
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
-    def _send_from_thread(self, batch: Batch) -> None:
-        # write(): in the app's thread, which writes what the socket takes itself.
-        pieces = self._frame(batch)
-        if self._direct is not None:
-            pieces = self._direct.write(pieces)
-        if pieces:
-            # What is left waits for the client to read: the thread's place goes back
-            # meanwhile (a TLS stream can't tell, so it always does).
-            self._workers.wait_on_client(self._send_pieces_released, pieces)
-
-    def _send_pieces_released(
-        self, pieces: Pieces, release: Callable[[], None]
-    ) -> Awaitable[None]:
-        release()
-        return self._send_pieces(pieces)
-
-    def _status_line_version(self, head: bytes) -> bytes:
-        # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names
-        # the version in it.
-        return b"HTTP/1.0" + head[8:] if self._http10_only else head
-
     def _must_close(self) -> bool:
         # A client still waiting for 100 Continue may or may not send its body: the
         # connection's framing is unknowable, so it ends with this response.
@@ -417,23 +367,24 @@ class HTTPConnection:
 
     async def _run_app(self, responder: Responder) -> int:
         """Run the app and send its response; the status code sent (for the access log)."""
+        writer = self._writer
         try:
-            done, unsent = await self._in_thread(self._produce, responder, responder.call_app)
+            done, unsent = await self._in_thread(writer.produce, responder, responder.call_app)
             if responder.taken:
                 return self._taken_status(responder)
             while True:
-                await self._send_pieces(unsent)
+                await writer.send_pieces(unsent)
                 if done:
                     return responder.status_code
-                if not self._sends_body:  # HEAD: the head is all the client gets
+                if not writer.sends_body:  # HEAD: the head is all the client gets
                     await self._in_thread(responder.close)
-                    await self._send_all(self._reader.conn.send(END_OF_MESSAGE))
+                    await writer.end_message()
                     return responder.status_code
                 if responder.file is not None:  # wsgi.file_wrapper: by sendfile
                     await self._send_file(responder)
                     return responder.status_code
                 done, unsent = await self._in_thread(
-                    self._produce, responder, responder.next_batch
+                    writer.produce, responder, responder.next_batch
                 )
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
             if self._direct is not None:
@@ -484,125 +435,14 @@ class HTTPConnection:
             # closed connection are how HTTP signals it.
             raise ClientDisconnected("response aborted after an application error")
         status = exc.status if isinstance(exc, HTTPError) else 500
-        await self._send_error(status, exc if self._config.debug else None)
+        await self._writer.send_error(status, exc if self._config.debug else None)
         return status
 
-    def _produce(self, responder: Responder, step: Callable[[], Batch]) -> tuple[bool, Pieces]:
-        """In the app's thread: the response's next batches, written for as long as the
-        socket takes them at once. Whether the response is complete, and what is left
-        for the connection task to send (all of one batch on a TLS stream).
-
-        It stops after a batch when requests are waiting for a thread, as if each batch
-        were its own trip: an endless stream must not keep them waiting for ever."""
-        while True:
-            batch = step()
-            if responder.taken:
-                return True, []
-            pieces = self._frame(batch)
-            if self._direct is None:
-                return batch.done, pieces
-            pieces = self._direct.write(pieces)
-            if responder.file is not None and self._sends_body:
-                return self._start_file(responder, pieces)
-            if batch.done or pieces or not self._sends_body or self._workers.saturated:
-                return batch.done, pieces
-            step = responder.next_batch
-
-    def _frame(self, batch: Batch) -> Pieces:
-        """The bytes of ``batch`` as h11 frames them (in whichever thread holds the
-        response: the connection task waits while the app's thread does)."""
-        pieces: Pieces = []
-        if batch.head is not None:
-            self._sends_body = has_body(batch.head.status_code, self._method)
-            pieces.append(self._status_line_version(self._reader.conn.send(batch.head) or b""))
-        if self._sends_body and batch.chunks:
-            data = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
-            self._body_bytes += len(data)
-            pieces += self._reader.conn.send_with_data_passthrough(h11.Data(data=data)) or ()
-        if batch.done:
-            pieces.append(self._reader.conn.send(END_OF_MESSAGE))
-        # From here the client may have part of the final response (100 Continue is not
-        # one): an error can no longer be answered with a status.
-        self._reader.response_started = True
-        return pieces
-
-    async def _send_pieces(self, pieces: Pieces) -> None:
-        if not pieces:
-            # Usually so: the app's thread wrote the response itself. Not even a
-            # checkpoint: a trip through the scheduler costs ~4% of a hello request.
-            return
-        if self._direct is not None:
-            await self._send_direct(self._direct, pieces)
-        elif sum(map(len, pieces)) <= JOIN_LIMIT:
-            await self._send_stream(b"".join(pieces))
-        else:
-            for piece in pieces:
-                await self._send_stream(piece)
-
-    async def _send_all(self, data: bytes | memoryview) -> None:
-        if not data:
-            return
-        if self._direct is not None:
-            await self._send_direct(self._direct, [data])
-        else:
-            await self._send_stream(data)
-
-    async def _send_direct(self, direct: DirectSocket, pieces: Pieces) -> None:
-        """Write ``pieces`` to a plain socket, waiting for it to take more for at most
-        ``send_timeout`` (and ``socket_timeout``) at a time: a client that reads slowly
-        is served, one that stopped reading is let go."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        pieces = direct.write(pieces)
-        if not pieces:
-            # As send_all() after an immediate write: the other connections get a turn.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        while pieces:
-            await self._wait_writable()
-            pieces = direct.write(pieces)
-
-    async def _send_stream(self, data: bytes | memoryview) -> None:
-        """Send on a TLS stream, which can't say how much went: each slice of
-        :data:`SEND_SLICE` bytes must go within ``send_timeout`` (and
-        ``socket_timeout``)."""
-        timeout = self._send_timeout
-        try:
-            if timeout == math.inf:
-                await self._stream.send_all(data)
-                return
-            view = memoryview(data)
-            for start in range(0, len(view), SEND_SLICE):
-                with trio.move_on_after(timeout) as scope:
-                    await self._stream.send_all(view[start : start + SEND_SLICE])
-                if scope.cancelled_caught:
-                    raise SocketTimeout(f"the client took no response bytes for {timeout} s")
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientDisconnected(str(exc)) from exc
-
-    def _start_file(self, responder: Responder, unsent: Pieces) -> tuple[bool, Pieces]:
-        """In the app's thread, once the head is framed: the ``wsgi.file_wrapper`` body
-        of ``responder.file``, as :meth:`_produce` returns. What the socket takes of it
-        at once goes now, by one sendfile; :meth:`_send_file` sends the rest."""
-        assert responder.file is not None and self._direct is not None
-        try:
-            self._body_bytes += len(responder.file)
-            start_body(self._reader.conn, responder.file)
-            if not unsent:  # the head went whole
-                responder.file = sendfile_now(self._direct, responder.file)
-            if responder.file is not None:
-                return False, unsent
-            responder.close()
-            return True, [self._reader.conn.send(END_OF_MESSAGE)]
-        except BaseException:
-            responder.close()  # as Responder closes its result on an error
-            raise
-
     async def _send_file(self, responder: Responder) -> None:
-        """The rest of ``responder.file``, by sendfile from the connection task (no thread
-        is held while the client reads); then the result's ``close()``, in a thread."""
-        assert responder.file is not None and self._direct is not None
+        """The rest of a ``wsgi.file_wrapper`` body, by sendfile from this task (no
+        thread is held while the client reads); then the result's ``close()``."""
         try:
-            await send_span(self._direct, responder.file, self._wait_writable)
+            await self._writer.send_file(responder)
         except (ClientDisconnected, SocketTimeout):
             raise  # _run_app closes the result
         except Exception:
@@ -611,52 +451,14 @@ class HTTPConnection:
             await self._close_result(responder)
             raise
         await self._in_thread(responder.close)
-        await self._send_all(self._reader.conn.send(END_OF_MESSAGE))
-
-    async def _wait_writable(self) -> None:
-        """Wait until a plain socket takes more bytes (direct writes, sendfile): at most
-        ``send_timeout`` (and ``socket_timeout``)."""
-        assert isinstance(self._stream, trio.SocketStream)
-        timeout = self._send_timeout
-        try:
-            with trio.move_on_after(timeout) as scope:
-                await trio.lowlevel.wait_writable(self._stream.socket)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ClientDisconnected(str(exc)) from exc
-        if scope.cancelled_caught:
-            raise SocketTimeout(f"the client took no response bytes for {timeout} s")
-
-    async def _send_error(self, status: int, exc: BaseException | None = None) -> None:
-        """A complete response of the server's own, then the connection closes.
-
-        Serialised by a fresh h11 connection: ours may be in an error state.
-        """
-        body = error_body(status, exc)
-        head = build_response(
-            f"{status} {REASONS.get(status, '')}".rstrip(),
-            [("Content-Type", "text/plain; charset=utf-8")],
-            capitalize_names=False,
-            content_length=len(body),
-            close=True,
-        )
-        writer = h11.Connection(h11.SERVER)
-        data = (
-            self._status_line_version(writer.send(head))
-            + writer.send(h11.Data(data=body))
-            + writer.send(END_OF_MESSAGE)
-        )
-        self._sends_body = False
-        self._body_bytes = len(body)  # for the access log
-        with contextlib.suppress(ClientDisconnected, SocketTimeout):
-            await self._send_all(data)
-        self._failed = True
+        await self._writer.end_message()
 
     # -- after the response ---------------------------------------------------------
 
     async def _next_cycle(self) -> bool:
         """Whether the connection can be reused (the reader drains what the app left of
         the body)."""
-        if self._failed or self._reader.conn.our_state is not h11.DONE:
+        if self._writer.failed or self._reader.conn.our_state is not h11.DONE:
             self._reader.release_body()
             return False
         return await self._reader.next_cycle()
@@ -682,7 +484,7 @@ class HTTPConnection:
                 forwarded_for=forwarded,
                 request_line=line.decode("latin-1"),
                 status_code=status,
-                body_length=self._body_bytes,
+                body_length=self._writer.body_bytes,
                 started=started,
                 finished=finished,
             )
@@ -696,7 +498,10 @@ class HTTPConnection:
         if self._direct is not None:
             self._direct.close()
         stream = self._stream
-        unread = self._failed or self._reader.conn.their_state in (h11.SEND_BODY, h11.ERROR)
+        unread = self._writer.failed or self._reader.conn.their_state in (
+            h11.SEND_BODY,
+            h11.ERROR,
+        )
         linger = unread and not self._reader.at_eof
         with trio.CancelScope(shield=True):
             if linger and isinstance(stream, trio.SocketStream):

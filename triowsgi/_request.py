@@ -1,4 +1,4 @@
-"""The rules for a request head that h11 leaves to the server (see DECISIONS.md).
+"""The rules for a request head that h11 leaves to the server (see docs/decisions.md).
 
 h11 parses and frames; these pure functions refuse what it accepts but a safe server
 must not: smuggling shapes, oversized heads, versions and methods triowsgi won't serve.

@@ -208,7 +208,7 @@ CASES = [
         rejected(E400),
         id="te-space-before-colon",
     ),
-    # obs-fold is folded into one space (DECISIONS.md), so a "Transfer-Encoding" on a
+    # obs-fold is folded into one space (docs/decisions.md), so a "Transfer-Encoding" on a
     # continuation line is part of X-A's value: the request has no body, and the chunk
     # bytes after it are a garbage request line (400), never a smuggled request.
     pytest.param(

@@ -310,7 +310,7 @@ def _validated_app(closes: list[str]) -> Callable[..., Any]:
     def without_headers_raw(environ: Environ, start_response: Any) -> Any:
         # ``headers_raw`` is eventlet's tuple-valued extension without a dot in its name,
         # which the validator (rightly, by the letter of PEP 3333) refuses; it is kept on
-        # purpose for migrating code (DECISIONS.md), so hide it from the validator only.
+        # purpose for migrating code (docs/decisions.md), so hide it from the validator only.
         environ.pop("headers_raw")
         return Recorded(validated(environ, start_response), closes)
 

@@ -79,6 +79,10 @@ BENCH_PEERS = (
     "simple-websocket",
 )
 
+# The frameworks of the benchmark's Flask and Django apps (bench/flask_app.py,
+# bench/djangosite/): every server's interpreter serves them.
+BENCH_APPS = ("flask", "django")
+
 # The harness's option, the virtualenv's name and what is pip-installed into it.
 BENCH_INSTALLS = (
     ("--triowsgi-python", "triowsgi", "."),
@@ -94,18 +98,19 @@ def bench(session: nox.Session) -> None:
     --scenarios hello``. Without arguments, the WebSocket benchmark (``nox -s bench_ws``)
     follows.
     """
-    session.install(".", *BENCH_PEERS, "matplotlib")
+    session.install(".", *BENCH_PEERS, *BENCH_APPS, "matplotlib")
     # The two triowsgi rows measure what a user installs: each runs in a virtualenv that
-    # holds that install and nothing else (the harness checks which h11 each one parses
-    # with). They live inside this session's virtualenv: when nox makes that one anew,
-    # they are made anew too.
+    # holds that install and the apps' frameworks, nothing else (the harness checks which
+    # h11 each one parses with). They live inside this session's virtualenv: when nox
+    # makes that one anew, they are made anew too.
     pythons = []
     for option, name, requirement in BENCH_INSTALLS:
         venv = Path(session.virtualenv.location) / "installs" / name
         python = venv / "bin" / "python"
         if not python.exists():
             session.run("python", "-m", "venv", str(venv))
-        session.run(str(python), "-m", "pip", "install", "--quiet", requirement, external=True)
+        install = [str(python), "-m", "pip", "install", "--quiet", requirement, *BENCH_APPS]
+        session.run(*install, external=True)
         pythons += [option, str(python)]
     session.run("python", "-m", "bench", *pythons, *session.posargs)
     if not session.posargs:

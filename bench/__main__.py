@@ -1,9 +1,11 @@
-"""``python -m bench`` (``nox -s bench``): run every server through every scenario,
-interleaved, and write ``bench/results/<date>.md`` and ``.png``. See ``bench/README.md``."""
+"""``python -m bench`` (``nox -s bench``): start every server once, measure them all in
+interleaved rounds, and write ``bench/results/<date>.md`` and ``.png``. See
+``bench/README.md``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -29,20 +31,30 @@ from .servers import (
     ServerFailed,
     Settings,
     by_names,
+    http_get,
     inspect_install,
     pinned,
     running,
     with_pythons,
 )
 
-SCENARIOS: Final = ("hello", "stream", "upload", "blocking", "file", "idle")
+SCENARIOS: Final = ("flask", "django", "hello", "stream", "upload", "blocking", "file", "idle")
 UPLOAD_BYTES: Final = 64 * 1024
 BLOCKING_CONNECTIONS: Final = 64
 FILE_CONNECTIONS: Final = 16
-# Seconds a measurement costs beyond wrk's duration (server start and stop), and an idle
-# probe's, for the time estimate printed at the start.
-OVERHEAD_SECONDS: Final = 1.0
-IDLE_SECONDS: Final = 5.0
+# The framework routes (bench/flask_app.py, bench/djangosite/): a path parameter, a query
+# string and a header that the handler reads, at the connections of a busy site's proxy.
+FRAMEWORK_CONNECTIONS: Final = 128
+FLASK_PATH: Final = "/flask/users/42?fields=name,email&page=2"
+DJANGO_PATH: Final = "/django/users/42/?page=2"
+REQUEST_ID: Final = "X-Request-Id: 5f2b7c1e-bench"
+# Seconds a measurement costs beyond wrk's duration (wrk's start and its connections),
+# a server's start, and an idle probe's (a fresh server), for the time estimate.
+OVERHEAD_SECONDS: Final = 0.3
+START_SECONDS: Final = 2.0
+IDLE_SECONDS: Final = 8.0
+# A server that dies mid-run is started again for the next measurement, this many times.
+RESTARTS: Final = 2
 README: Final = REPO / "bench" / "README.md"
 PROJECT_README: Final = REPO / "README.md"
 PORT_PLACEHOLDER: Final = 65432  # a port number that stands for {port} in the report
@@ -52,7 +64,10 @@ def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
     """The wrk measurements of a scenario (none for ``idle``)."""
     if scenario == "hello":
         return [Load(f"hello-{c}", "/", c) for c in hello_connections]
+    framework = (FRAMEWORK_CONNECTIONS, (), False, (REQUEST_ID,))
     return {
+        "flask": [Load("flask", FLASK_PATH, *framework)],
+        "django": [Load("django", DJANGO_PATH, *framework)],
         "stream": [Load("stream", "/stream", 16)],
         "upload": [Load("upload", "/upload", 16, ("post", str(UPLOAD_BYTES)))],
         "blocking": [Load("blocking", "/blocking", BLOCKING_CONNECTIONS)],
@@ -62,8 +77,19 @@ def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (10)")
-    p.add_argument("--runs", type=int, default=3, help="interleaved repetitions (3)")
+    p.add_argument(
+        "--duration", type=float, default=4.0, help="seconds of each measurement window (4)"
+    )
+    p.add_argument(
+        "--rounds",
+        "--runs",
+        type=int,
+        default=5,
+        help="rounds: each measures every load on every server once (5)",
+    )
+    p.add_argument(
+        "--idle-rounds", type=int, default=1, help="idle probes per server, fresh each (1)"
+    )
     p.add_argument("--scenarios", type=_names, default=list(SCENARIOS), help=",".join(SCENARIOS))
     p.add_argument(
         "--servers",
@@ -71,9 +97,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[s.name for s in SERVERS],
         help=",".join(s.name for s in SERVERS),
     )
-    p.add_argument(
-        "--hello-connections", type=_ints, default=[1, 16, 128, 512], help="1,16,128,512"
-    )
+    p.add_argument("--hello-connections", type=_ints, default=[1, 128, 512], help="1,128,512")
     p.add_argument("--idle-connections", type=int, default=5000, help="(5000)")
     p.add_argument(
         "--threads",
@@ -111,6 +135,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also put the summary into bench/README.md and README.md (for full runs)",
     )
     args = p.parse_args(argv)
+    if args.rounds < 1 or args.duration <= 0:
+        p.error("--rounds must be at least 1 and --duration above 0")
     args.out = args.out.resolve()
     unknown = sorted(set(args.scenarios) - set(SCENARIOS))
     if unknown:
@@ -180,10 +206,10 @@ def pick_cpus(server_cpu: int, client_cpu: int) -> tuple[int | None, int | None]
     return server_cpu, client_cpu
 
 
-def rotated(servers: list[Server], run: int) -> list[Server]:
-    """Round-robin: each run starts with the next server, so none is always first."""
-    k = run % len(servers)
-    return servers[k:] + servers[:k]
+def in_order(servers: list[Server], round_: int) -> list[Server]:
+    """The servers in the order a round measures them: forwards, then backwards in the
+    next round, so that every server is as often early as late."""
+    return servers if round_ % 2 == 0 else servers[::-1]
 
 
 def _shown(argv: list[str]) -> str:
@@ -211,6 +237,32 @@ def inspect_installs(servers: list[Server]) -> dict[str, Install]:
     return installs
 
 
+class Fleet:
+    """The servers of a run, each started once (and once more with other settings where
+    a scenario needs them) and kept running until the run ends; a server that died is
+    started again, up to :data:`RESTARTS` times."""
+
+    def __init__(self, stack: contextlib.ExitStack, cpu: int | None) -> None:
+        self.stack = stack
+        self.cpu = cpu
+        self.handles: dict[str, Running] = {}  # by command line
+        self.restarts: dict[str, int] = {}
+
+    def get(self, server: Server, settings: Settings) -> Running:
+        # By command line: settings a server ignores (eventlet's threads) share a process.
+        key = shlex.join(server.argv(PORT_PLACEHOLDER, settings))
+        handle = self.handles.get(key)
+        if handle is not None and handle.process.poll() is None:
+            return handle
+        if handle is not None:
+            self.restarts[key] = self.restarts.get(key, 0) + 1
+            if self.restarts[key] > RESTARTS:
+                raise ServerFailed(f"{server.name} died {RESTARTS + 1} times; not restarted")
+        handle = self.stack.enter_context(running(server, settings, self.cpu))
+        self.handles[key] = handle
+        return handle
+
+
 class Harness:
     def __init__(
         self,
@@ -229,42 +281,73 @@ class Harness:
         # 4 / 50 ms = 80 req/s. More threads elsewhere cost them throughput (GIL contention).
         self.blocking_settings = dataclasses.replace(self.settings, threads=args.blocking_threads)
         self.results = report.Results([s.name for s in args.servers])
+        self.loads = [load for s in args.scenarios for load in loads(s, args.hello_connections)]
+
+    def settings_for(self, load: Load) -> Settings:
+        return self.blocking_settings if load.label == "blocking" else self.settings
 
     def run(self) -> None:
-        total = len(self.args.scenarios) * self.args.runs * len(self.args.servers)
-        step = 0
-        for scenario in self.args.scenarios:
-            for run in range(self.args.runs):
-                for server in rotated(self.args.servers, run):
-                    step += 1
-                    print(f"[{step}/{total}] {scenario} run {run + 1}: {server.name}", flush=True)
-                    self.measure(scenario, run, server)
+        """Every load on every server once per round; then the idle probes."""
+        if self.loads:
+            with contextlib.ExitStack() as stack:
+                fleet = Fleet(stack, self.server_cpu)
+                self.start(fleet)
+                for round_ in range(self.args.rounds):
+                    self.round(fleet, round_)
+        if "idle" in self.args.scenarios:
+            for round_ in range(self.args.idle_rounds):
+                for server in in_order(self.args.servers, round_):
+                    print(f"idle round {round_ + 1}: {server.name}", flush=True)
+                    self.idle(server, round_)
 
-    def measure(self, scenario: str, run: int, server: Server) -> None:
-        try:
-            settings = self.blocking_settings if scenario == "blocking" else self.settings
-            with running(server, settings, self.server_cpu) as handle:
-                if scenario == "idle":
-                    self.idle(handle)
-                for load in loads(scenario, self.args.hello_connections):
-                    self.wrk(load, handle)
-        except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            failure = f"{scenario} run {run + 1}, {server.name}: {exc}"
-            print(f"    FAILED: {failure}", flush=True)
-            self.results.failures.append(failure.replace("\n", " / "))
+    def start(self, fleet: Fleet) -> None:
+        """Start every server, and make one request on each load's path: the first request
+        of a path imports its framework and fills its caches, which no window should pay."""
+        for server in self.args.servers:
+            for load in self.loads:
+                try:
+                    handle = fleet.get(server, self.settings_for(load))
+                    http_get(handle.port, load.path, 30.0)
+                except (ServerFailed, OSError) as exc:
+                    self.failed(f"starting {server.name} for {load.label}: {exc}")
+                    break
+        print(f"started {len(fleet.handles)} server processes", flush=True)
 
-    def wrk(self, load: Load, handle: Running) -> None:
+    def round(self, fleet: Fleet, round_: int) -> None:
+        total = self.args.rounds
+        for load in self.loads:
+            for server in in_order(self.args.servers, round_):
+                print(f"[round {round_ + 1}/{total}] {load.label}: {server.name}", flush=True)
+                try:
+                    handle = fleet.get(server, self.settings_for(load))
+                    self.wrk(load, handle, round_)
+                except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    self.failed(f"{load.label} round {round_ + 1}, {server.name}: {exc}")
+
+    def failed(self, failure: str) -> None:
+        print(f"    FAILED: {failure}", flush=True)
+        self.results.failures.append(failure.replace("\n", " / "))
+
+    def wrk(self, load: Load, handle: Running, round_: int) -> None:
         result: WrkResult = run_wrk(load, handle, self.args.duration, self.client_cpu)
-        self.results.add_wrk(load.label, handle.server.name, result)
+        self.results.add_wrk(load.label, handle.server.name, round_, result)
         print(
-            f"    {load.label:>10}: {result.rps:10,.0f} req/s  p50 {result.p50_ms:8.3f} ms  "
-            f"p99 {result.p99_ms:8.3f} ms  errors {result.error_count}",
+            f"    {result.rps:10,.0f} req/s  p50 {result.p50_ms:8.3f} ms  "
+            f"p99 {result.p99_ms:8.3f} ms  CPU {result.cpu_us:6.1f} us/request  "
+            f"errors {result.error_count}",
             flush=True,
         )
 
-    def idle(self, handle: Running) -> None:
-        result: IdleResult = run_idle(handle, self.args.idle_connections)
-        self.results.add_idle(handle.server.name, result)
+    def idle(self, server: Server, round_: int) -> None:
+        """The idle probe, on a fresh process: memory a long-running server freed after
+        the other loads would be reused by the idle connections, and hide their cost."""
+        try:
+            with running(server, self.settings, self.server_cpu) as handle:
+                result: IdleResult = run_idle(handle, self.args.idle_connections)
+        except (ServerFailed, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+            self.failed(f"idle round {round_ + 1}, {server.name}: {exc}")
+            return
+        self.results.add_idle(server.name, result)
         print(
             f"    idle: {result.held}/{result.wanted} held, "
             f"{result.kib_per_connection:.1f} KiB/conn, fresh request "
@@ -274,20 +357,16 @@ class Harness:
 
     def estimate_minutes(self) -> float:
         a = self.args
-        per_server = sum(
-            len(loads(s, a.hello_connections)) * a.duration
-            + OVERHEAD_SECONDS
-            + (IDLE_SECONDS if s == "idle" else 0)
-            for s in a.scenarios
-        )
-        return per_server * a.runs * len(a.servers) / 60
+        windows = len(self.loads) * a.rounds * len(a.servers) * (a.duration + OVERHEAD_SECONDS)
+        starts = len(a.servers) * START_SECONDS if self.loads else 0
+        idle = a.idle_rounds * len(a.servers) * IDLE_SECONDS if "idle" in a.scenarios else 0
+        return float(windows + starts + idle) / 60
 
     def info(self, date: str, started: float, load_average: tuple[float, ...]) -> report.RunInfo:
         a = self.args
-        all_loads = [load for s in a.scenarios for load in loads(s, a.hello_connections)]
         wrk = {
             load.label: _shown(load.wrk_argv(PORT_PLACEHOLDER, a.duration, self.client_cpu))
-            for load in all_loads
+            for load in self.loads
         }
         servers = {
             s.name: _shown(pinned(self.server_cpu, s.argv(PORT_PLACEHOLDER, self.settings)))
@@ -296,7 +375,8 @@ class Harness:
         return report.RunInfo(
             date=date,
             duration=a.duration,
-            runs=a.runs,
+            rounds=a.rounds,
+            idle_rounds=a.idle_rounds,
             idle_connections=a.idle_connections,
             server_commands=servers,
             server_notes={
@@ -328,7 +408,8 @@ class Harness:
         png_path = self.args.out / f"{name}.png"
         title = (
             f"{date}, {report.cpu_model()}, Python {platform.python_version()}: server on one "
-            f"CPU, wrk on another; medians of {self.args.runs} x {self.args.duration:g} s"
+            f"CPU, wrk on another; medians of {self.args.rounds} rounds of "
+            f"{self.args.duration:g} s (bars: interquartile range)"
         )
         drawn = report.chart(self.results, png_path, title)
         info = self.info(date, started, load_average)

@@ -1,6 +1,9 @@
 """The one WSGI app every server runs, routed by path, one route per scenario.
 
 It is plain PEP 3333 with no server-specific code, so every server does the same work.
+Paths under ``/flask/`` and ``/django/`` go to a Flask app (:mod:`bench.flask_app`) and a
+Django project (:mod:`bench.djangosite`), imported on their first request (the harness
+makes it before measuring), so that the other scenarios run without the frameworks.
 Under eventlet, ``time.sleep`` is monkey-patched into a green sleep, as an eventlet
 application's blocking database call would be. ``/h11`` is not measured: the harness asks
 it once per server process which h11 build triowsgi parses with there.
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -112,6 +116,34 @@ def not_found(environ: Environ, start_response: StartResponse) -> Iterable[bytes
     return [b""]
 
 
+App = Callable[[Environ, StartResponse], Iterable[bytes]]
+_framework_lock = threading.Lock()  # green under eventlet's monkey-patching, as it should be
+_framework_apps: dict[str, App] = {}
+
+
+def _load_framework(prefix: str) -> App:
+    if prefix == "/flask/":
+        from .flask_app import app as flask
+
+        return flask
+    from .djangosite.wsgi import application
+
+    return application  # type: ignore[no-any-return]
+
+
+def framework(prefix: str) -> App:
+    """The Flask or the Django app, imported once (by whichever request comes first)."""
+    found = _framework_apps.get(prefix)
+    if found is None:
+        with _framework_lock:
+            found = _framework_apps.get(prefix) or _framework_apps.setdefault(
+                prefix, _load_framework(prefix)
+            )
+    return found
+
+
+FRAMEWORK_PREFIXES: Final = ("/flask/", "/django/")
+
 ROUTES: Final = {
     "/": hello,
     "/stream": stream,
@@ -124,5 +156,13 @@ ROUTES: Final = {
 
 def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """The benchmark app: ``/`` hello, ``/stream``, ``/upload`` (POST), ``/blocking``,
-    ``/file`` (:func:`ensure_file` must have written the file)."""
-    return ROUTES.get(environ["PATH_INFO"], not_found)(environ, start_response)
+    ``/file`` (:func:`ensure_file` must have written the file), ``/flask/...`` and
+    ``/django/...``."""
+    path = environ["PATH_INFO"]
+    route = ROUTES.get(path)
+    if route is not None:
+        return route(environ, start_response)
+    for prefix in FRAMEWORK_PREFIXES:
+        if path.startswith(prefix):
+            return framework(prefix)(environ, start_response)
+    return not_found(environ, start_response)

@@ -24,23 +24,6 @@ from .ab import named_loads
 from .load import Load, WrkResult, run_wrk
 from .servers import SERVERS, Running, Settings, running, with_pythons
 
-TICKS: int = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(handle: Running) -> tuple[float, float]:
-    """User and system seconds used so far by the server's process tree."""
-    user = system = 0.0
-    for pid in handle.pids():
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                # Fields after the command (which may hold spaces) in parentheses.
-                fields = stat.read().rpartition(")")[2].split()
-        except FileNotFoundError:
-            continue
-        user += int(fields[11]) / TICKS  # utime, field 14
-        system += int(fields[12]) / TICKS  # stime, field 15
-    return user, system
-
 
 def measure(load: Load, handle: Running, seconds: float, cpu: int | None) -> tuple[float, ...]:
     """req/s, and user and system microseconds per request, over the middle of a run."""
@@ -51,10 +34,10 @@ def measure(load: Load, handle: Running, seconds: float, cpu: int | None) -> tup
 
 def _sample(wrk: Future[WrkResult], handle: Running, seconds: float) -> tuple[float, ...]:
     time.sleep(seconds * 0.2)  # connections set up, the server warm
-    user0, system0 = cpu_seconds(handle)
+    user0, system0 = handle.cpu_seconds()
     started = time.monotonic()
     time.sleep(seconds * 0.6)
-    user1, system1 = cpu_seconds(handle)
+    user1, system1 = handle.cpu_seconds()
     elapsed = time.monotonic() - started
     rps = wrk.result().rps
     return rps, (user1 - user0) / elapsed / rps * 1e6, (system1 - system0) / elapsed / rps * 1e6

@@ -40,10 +40,13 @@ class Load:
     connections: int
     script_args: tuple[str, ...] = ()
     sample_rss: bool = False  # read the server's RSS during the run
+    headers: tuple[str, ...] = ()  # request header lines, "Name: value"
 
     def wrk_argv(self, port: int, seconds: float, cpu: int | None) -> list[str]:
         argv = ["wrk", "-t1", f"-c{self.connections}", f"-d{seconds:g}s", "--latency"]
         argv += ["--timeout", WRK_TIMEOUT, "-s", str(WRK_SCRIPT)]
+        for header in self.headers:
+            argv += ["-H", header]
         argv.append(f"http://{HOST}:{port}{self.path}")
         if self.script_args:
             argv += ["--", *self.script_args]
@@ -58,10 +61,18 @@ class WrkResult:
     p99_ms: float
     errors: dict[str, int]  # connect, read, write, status (non-2xx/3xx), timeout
     rss_kib: tuple[int, int] | None = None  # the server's RSS before the run, and its peak
+    # CPU seconds (user, system) the server's process tree used from just before wrk
+    # started until it ended: the server does nothing else meanwhile.
+    cpu_seconds: tuple[float, float] = (0.0, 0.0)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_us(self) -> float:
+        """The server's CPU time (user + system) per request, in microseconds."""
+        return sum(self.cpu_seconds) / max(self.requests, 1) * 1e6
 
     @property
     def error_count(self) -> int:
@@ -71,6 +82,7 @@ class WrkResult:
 def run_wrk(load: Load, handle: Running, seconds: float, cpu: int | None) -> WrkResult:
     """Run wrk against ``handle`` for ``seconds``; raises RuntimeError if wrk fails."""
     argv = load.wrk_argv(handle.port, seconds, cpu)
+    cpu_before = handle.cpu_seconds()
     if load.sample_rss:
         done, rss = _run_sampling_rss(argv, handle, seconds + 60)
     else:
@@ -83,6 +95,7 @@ def run_wrk(load: Load, handle: Running, seconds: float, cpu: int | None) -> Wrk
     else:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     handle.check_alive()  # a server that died mid-run is a failure, not a slow result
+    cpu_after = handle.cpu_seconds()
     return WrkResult(
         requests=int(data["requests"]),
         seconds=data["duration_us"] / 1e6,
@@ -90,6 +103,7 @@ def run_wrk(load: Load, handle: Running, seconds: float, cpu: int | None) -> Wrk
         p99_ms=data["p99_us"] / 1e3,
         errors={k: int(data[k]) for k in ("connect", "read", "write", "status", "timeout")},
         rss_kib=rss,
+        cpu_seconds=(cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]),
     )
 
 

@@ -1,5 +1,10 @@
-"""Results: collected per run, summarised as medians in ``results/<date>.md`` with a chart
-``results/<date>.png`` (req/s as a ratio to eventlet, and KiB per idle connection)."""
+"""Results: collected per round, summarised in ``results/<date>.md`` with a chart
+``results/<date>.png`` (req/s as a ratio to eventlet, and KiB per idle connection).
+
+A server's ratio to eventlet is taken within each round (the two measured minutes apart at
+most, on the same machine in the same state), and the report gives the median of those
+per-round ratios with their interquartile range: a ratio of two medians over a run would
+mix a good minute of one server with a bad minute of the other."""
 
 from __future__ import annotations
 
@@ -23,27 +28,54 @@ BASELINE: Final = "eventlet"
 
 @dataclasses.dataclass
 class Results:
-    """Every measurement of one harness run, in the order they were made."""
+    """Every measurement of one harness run, by load, server and round."""
 
     servers: list[str]
     loads: list[str] = dataclasses.field(default_factory=list)  # wrk labels, in order
-    wrk: dict[tuple[str, str], list[WrkResult]] = dataclasses.field(default_factory=dict)
+    wrk: dict[tuple[str, str], dict[int, WrkResult]] = dataclasses.field(default_factory=dict)
     idle: dict[str, list[IdleResult]] = dataclasses.field(default_factory=dict)
     failures: list[str] = dataclasses.field(default_factory=list)
 
-    def add_wrk(self, label: str, server: str, result: WrkResult) -> None:
+    def add_wrk(self, label: str, server: str, round_: int, result: WrkResult) -> None:
         if label not in self.loads:
             self.loads.append(label)
-        self.wrk.setdefault((label, server), []).append(result)
+        self.wrk.setdefault((label, server), {})[round_] = result
 
     def add_idle(self, server: str, result: IdleResult) -> None:
         self.idle.setdefault(server, []).append(result)
 
+    def runs(self, label: str, server: str) -> list[WrkResult]:
+        """A server's measurements of a load, in round order."""
+        found = self.wrk.get((label, server), {})
+        return [found[r] for r in sorted(found)]
+
     def median_rps(self, label: str, server: str) -> float:
-        return _median(r.rps for r in self.wrk.get((label, server), ()))
+        return _median(r.rps for r in self.runs(label, server))
+
+    def median_cpu_us(self, label: str, server: str) -> float:
+        return _median(r.cpu_us for r in self.runs(label, server))
+
+    def round_ratios(self, label: str, server: str) -> list[float]:
+        """req/s over eventlet's in the same round, for each round both were measured."""
+        mine, base = self.wrk.get((label, server), {}), self.wrk.get((label, BASELINE), {})
+        return [mine[r].rps / base[r].rps for r in sorted(mine) if r in base and base[r].rps]
 
     def ratio(self, label: str, server: str) -> float:
-        return self.median_rps(label, server) / self.median_rps(label, BASELINE)
+        """The median of the per-round ratios to eventlet."""
+        return _median(self.round_ratios(label, server))
+
+    def ratio_quartiles(self, label: str, server: str) -> tuple[float, float]:
+        """The per-round ratios' first and third quartiles (their interquartile range)."""
+        return quartiles(self.round_ratios(label, server))
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """First and third quartiles (NaN for no values; the value itself for one)."""
+    if len(values) < 2:
+        value = values[0] if values else math.nan
+        return value, value
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +84,8 @@ class RunInfo:
 
     date: str
     duration: float
-    runs: int
+    rounds: int
+    idle_rounds: int
     idle_connections: int
     server_commands: dict[str, str]
     server_notes: dict[str, str]
@@ -174,6 +207,19 @@ def _ratio(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}x"
 
 
+def _ratio_spread(results: Results, label: str, server: str) -> str:
+    """The median per-round ratio and its interquartile range: ``1.43x (1.30-1.63)``."""
+    ratio = results.ratio(label, server)
+    if math.isnan(ratio) or server == BASELINE:
+        return _ratio(ratio)
+    q1, q3 = results.ratio_quartiles(label, server)
+    return f"{ratio:.2f}x ({q1:.2f}-{q3:.2f})"
+
+
+def _us(value: float) -> str:
+    return "-" if math.isnan(value) or value <= 0 else f"{value:.0f}"
+
+
 def _errors(results: list[WrkResult]) -> str:
     totals = {k: sum(r.errors[k] for r in results) for k in results[0].errors}
     parts = [f"{k} {v}" for k, v in totals.items() if v]
@@ -186,7 +232,8 @@ def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 
 
 def throughput_table(results: Results) -> list[str]:
-    header = ["scenario", "server", "req/s", "vs eventlet", "p50 ms", "p99 ms", "errors"]
+    header = ["scenario", "server", "req/s", "vs eventlet (IQR)", "CPU us/request"]
+    header += ["p50 ms", "p99 ms", "errors"]
     rows = [
         _throughput_row(results, label, server)
         for label in results.loads
@@ -196,13 +243,15 @@ def throughput_table(results: Results) -> list[str]:
 
 
 def _throughput_row(results: Results, label: str, server: str) -> list[str]:
-    runs = results.wrk.get((label, server))
+    runs = results.runs(label, server)
     if not runs:
-        return [label, server, "failed", "-", "-", "-", "-"]
+        return [label, server, "failed", "-", "-", "-", "-", "-"]
     rps = f"{results.median_rps(label, server):,.0f}"
+    cpu = _us(results.median_cpu_us(label, server))
     p50 = _ms(_median(r.p50_ms for r in runs))
     p99 = _ms(_median(r.p99_ms for r in runs))
-    return [label, server, rps, _ratio(results.ratio(label, server)), p50, p99, _errors(runs)]
+    ratio = _ratio_spread(results, label, server)
+    return [label, server, rps, ratio, cpu, p50, p99, _errors(runs)]
 
 
 def memory_table(results: Results) -> list[str]:
@@ -211,7 +260,7 @@ def memory_table(results: Results) -> list[str]:
     rows = []
     for label in results.loads:
         for server in results.servers:
-            sampled = [r.rss_kib for r in results.wrk.get((label, server), ()) if r.rss_kib]
+            sampled = [r.rss_kib for r in results.runs(label, server) if r.rss_kib]
             if sampled:
                 before = _median(b for b, _ in sampled) / 1024
                 peak = _median(p for _, p in sampled) / 1024
@@ -248,19 +297,21 @@ def _idle_row(results: Results, server: str) -> list[str]:
 
 def all_runs_table(results: Results) -> list[str]:
     rows = []
-    for (label, server), runs in results.wrk.items():
-        for n, r in enumerate(runs, 1):
-            rps, errors = f"{r.rps:,.0f} req/s", str(r.error_count)
-            if r.rss_kib:
-                rps += f", RSS peak {r.rss_kib[1] / 1024:.1f} MiB"
-            rows.append([label, server, str(n), rps, _ms(r.p50_ms), _ms(r.p99_ms), errors])
+    for label in results.loads:
+        for server in results.servers:
+            for n, r in sorted(results.wrk.get((label, server), {}).items()):
+                rps, errors = f"{r.rps:,.0f} req/s, {_us(r.cpu_us)} us CPU", str(r.error_count)
+                if r.rss_kib:
+                    rps += f", RSS peak {r.rss_kib[1] / 1024:.1f} MiB"
+                cells = [str(n + 1), rps, _ms(r.p50_ms), _ms(r.p99_ms), errors]
+                rows.append([label, server, *cells])
     for server, idle_runs in results.idle.items():
         for n, i in enumerate(idle_runs, 1):
             # For idle: KiB per connection, and the fresh request's median as its p50.
             kib = f"{i.kib_per_connection:.1f} KiB/connection"
             errors = str(i.wanted - i.held + i.fresh_errors)
             rows.append(["idle", server, str(n), kib, _ms(i.fresh_median_ms), "-", errors])
-    header = ["scenario", "server", "run", "result", "p50 ms", "p99 ms", "errors"]
+    header = ["scenario", "server", "round", "result", "p50 ms", "p99 ms", "errors"]
     return _table(header, rows)
 
 
@@ -270,8 +321,8 @@ def markdown(results: Results, info: RunInfo, installs: dict[str, Install], char
     if results.loads:
         lines += ["## Throughput and latency", "", *throughput_table(results), ""]
         lines += [
-            "`vs eventlet`: the median req/s over eventlet's median req/s in this run. "
-            "`errors`: the sum over the runs of socket errors (connect, read, write, and "
+            f"`req/s`, `p50`, `p99`: medians over the rounds. {RATIO_NOTE} {CPU_NOTE} "
+            "`errors`: the sum over the rounds of socket errors (connect, read, write, and "
             f"timeout: no response within {WRK_TIMEOUT}) and non-2xx/3xx responses (status).",
             "",
         ]
@@ -301,6 +352,16 @@ def markdown(results: Results, info: RunInfo, installs: dict[str, Install], char
     return "\n".join(lines)
 
 
+RATIO_NOTE: Final = (
+    "`vs eventlet`: in each round, the server's req/s over eventlet's in that round; the "
+    "median of those ratios over the rounds, and in brackets their interquartile range "
+    "(first to third quartile)."
+)
+CPU_NOTE: Final = (
+    "`CPU`: the server's process tree's user + system time (`/proc/<pid>/stat`) from "
+    "wrk's start to its end, over the requests wrk counted; the median over the rounds. "
+    "It depends far less than req/s on what the machine's neighbours do."
+)
 RATIOS_MOVE: Final = (
     "Ratios to eventlet are from the same run on the processor above. They move from one "
     "processor to another, even between two of the same model name: compare ratios from one "
@@ -340,7 +401,11 @@ COLUMN_NAMES: Final = {
     "hypercorn-trio": "hypercorn (Trio worker)",
     "gunicorn-gthread": "gunicorn gthread",
 }
+# The loads whose CPU time per request gets a row of its own in the project README.
+CPU_ROWS: Final = ("flask", "django", "hello-128")
 ROW_NAMES: Final = {
+    "flask": "Flask JSON route, 128 connections",
+    "django": "Django view with a template, 128 connections",
     "stream": "stream, 1 MiB in 64 KiB yields",
     "upload": "upload, 64 KiB POST",
     "blocking": "blocking app (50 ms), 64 connections",
@@ -355,13 +420,17 @@ def performance(
     rows = {n: i for n, i in installs.items() if i.h11_build}
     builds = "; ".join(f"`{n}` parses with {i.h11_build}" for n, i in rows.items())
     if all(i.python != sys.executable for i in rows.values()):
-        builds += "; each is installed alone in a virtualenv of its own"
+        builds += "; each is installed alone (with Flask and Django) in a virtualenv of its own"
     lines = [
-        f"Measured with `nox -s bench` on {info.date}; processor: {processor()}, "
-        f"{os.cpu_count()} CPUs; Python {platform.python_version()}. Each server is one "
-        "process pinned to one core, `wrk` runs on the other; keep-alive; medians of "
-        f"{info.runs} interleaved {info.duration:g} s runs; ratios to eventlet.wsgi in the "
-        f"same run. The triowsgi columns: {builds}. Full table, latencies and exact commands: "
+        f"Measured with `nox -s bench` on {info.date}, triowsgi at {_git_revision()}; "
+        f"processor: {processor()}, {os.cpu_count()} CPUs; Python "
+        f"{platform.python_version()}. Each server is one process pinned to one core, "
+        "`wrk` runs on the other; keep-alive. Every server is started once; then "
+        f"{info.rounds} rounds, each measuring every load on every server for "
+        f"{info.duration:g} s, the servers in alternating order. A cell: the median req/s, "
+        "and the median over the rounds of the ratio to eventlet.wsgi in the same round, "
+        "with its interquartile range in brackets. The triowsgi columns: "
+        f"{builds}. Full table, latencies, every round and the exact commands: "
         f"[{md.as_posix()}]({md.as_posix()}); what was profiled and changed: "
         "[bench/NOTES.md](bench/NOTES.md).",
         "",
@@ -369,14 +438,23 @@ def performance(
         "",
     ]
     header = ["scenario", *(COLUMN_NAMES.get(s, s) for s in results.servers)]
-    rows = [_performance_row(results, label) for label in results.loads]
+    rows_ = [_performance_row(results, label) for label in results.loads]
+    rows_ += [_cpu_row(results, label) for label in CPU_ROWS if label in results.loads]
     if results.idle:
-        rows.append(_idle_performance_row(results, info))
-    lines += [*_table(header, rows), ""]
+        rows_.append(_idle_performance_row(results, info))
+    lines += [*_table(header, rows_), ""]
     if chart is not None:
         alt = "req/s relative to eventlet, and KiB per idle connection"
         lines += [f"![{alt}]({chart.as_posix()})", ""]
     return "\n".join(lines)
+
+
+def _cpu_row(results: Results, label: str) -> list[str]:
+    title = ROW_NAMES.get(label, label.replace("hello-", "hello, ") + " connections")
+    title = f"server CPU per request, us: {title.split(',')[0]}"
+    if label.startswith("hello-"):
+        title += f", {label.removeprefix('hello-')} connections"
+    return [title, *(_us(results.median_cpu_us(label, s)) for s in results.servers)]
 
 
 def _performance_row(results: Results, label: str) -> list[str]:
@@ -401,12 +479,12 @@ def _performance_cell(
     server: str,
     latency: tuple[str, Callable[[WrkResult], float]] | None,
 ) -> str:
-    runs = results.wrk.get((label, server))
+    runs = results.runs(label, server)
     if not runs:
         return "failed"
     cell = f"{results.median_rps(label, server):,.0f}"
     if server != BASELINE:
-        cell += f" ({_ratio(results.ratio(label, server))})"
+        cell += f", {_ratio_spread(results, label, server)}"
     if latency:
         cell += f", {_ms(_median(map(latency[1], runs)))} ms"
     errors = sum(r.error_count for r in runs)
@@ -437,7 +515,9 @@ def _header(info: RunInfo, installs: dict[str, Install], level: str = "#") -> li
     return [
         f"{level} triowsgi benchmark, {info.date}",
         "",
-        f"{info.runs} interleaved run(s) of {info.duration:g} s per measurement, medians; "
+        f"Every server started once, then {info.rounds} interleaved round(s), each measuring "
+        f"every load on every server for {info.duration:g} s (servers in alternating order); "
+        f"idle: {info.idle_rounds} probe(s) per server, each on a fresh process; "
         f"{pinning}; keep-alive connections over loopback. Started {info.started}, took "
         f"{info.elapsed_minutes:.1f} min; load average at the start: {load}.",
         "",
@@ -450,7 +530,11 @@ def _header(info: RunInfo, installs: dict[str, Install], level: str = "#") -> li
 
 def _commands(info: RunInfo) -> list[str]:
     lines = ["## Commands", "", "`{port}` is a free port picked for each measurement.", ""]
-    lines += ["Servers (each a fresh process per scenario and run):", ""]
+    lines += [
+        "Servers (each started once for the wrk loads, with the blocking scenario's thread "
+        "count where it differs; a fresh process for each idle probe):",
+        "",
+    ]
     for name, command in info.server_commands.items():
         lines += [f"- **{name}**: {info.server_notes[name]}", "", f"  `{command}`", ""]
     lines += ["Load:", ""]
@@ -496,7 +580,13 @@ def _ratio_panel(results: Results, ax: Any) -> None:
     for i, server in enumerate(results.servers):
         xs = [x + (i - (n - 1) / 2) * width for x in range(len(results.loads))]
         ys = [results.ratio(label, server) for label in results.loads]
-        ax.bar(xs, [0 if math.isnan(y) else y for y in ys], width, label=server, color=f"C{i}")
+        ys = [0 if math.isnan(y) else y for y in ys]
+        spread = [results.ratio_quartiles(label, server) for label in results.loads]
+        pairs = list(zip(ys, spread, strict=True))
+        below = [0 if math.isnan(q1) else max(y - q1, 0) for y, (q1, _) in pairs]
+        above = [0 if math.isnan(q3) else max(q3 - y, 0) for y, (_, q3) in pairs]
+        errors = [below, above]
+        ax.bar(xs, ys, width, label=server, color=f"C{i}", yerr=errors, capsize=2)
     ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xticks(range(len(results.loads)), results.loads, rotation=30, ha="right")
     ax.set_ylabel("req/s relative to eventlet (higher is better)")

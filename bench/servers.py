@@ -33,6 +33,7 @@ BACKLOG: Final = 2048
 KEEPALIVE_SECONDS: Final = 3600
 READY_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 5.0
+TICKS: Final = os.sysconf("SC_CLK_TCK")
 
 
 class ServerFailed(Exception):
@@ -256,6 +257,20 @@ class Running:
     def pids(self) -> list[int]:
         """The server's process tree."""
         return _process_tree(self.pid)
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User and system seconds used so far by the server's process tree."""
+        user = system = 0.0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    # Fields after the command (which may hold spaces) in parentheses.
+                    fields = stat.read().rpartition(")")[2].split()
+            except FileNotFoundError:
+                continue
+            user += int(fields[11]) / TICKS  # utime, field 14
+            system += int(fields[12]) / TICKS  # stime, field 15
+        return user, system
 
 
 @contextlib.contextmanager

@@ -78,14 +78,14 @@ def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
-        "--duration", type=float, default=4.0, help="seconds of each measurement window (4)"
+        "--duration", type=float, default=3.5, help="seconds of each measurement window (3.5)"
     )
     p.add_argument(
         "--rounds",
         "--runs",
         type=int,
-        default=5,
-        help="rounds: each measures every load on every server once (5)",
+        default=6,
+        help="rounds: each measures every load on every server once (6)",
     )
     p.add_argument(
         "--idle-rounds", type=int, default=1, help="idle probes per server, fresh each (1)"

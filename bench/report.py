@@ -436,6 +436,11 @@ def performance(
         "",
         f"**{RATIOS_MOVE}**",
         "",
+        "To check one line on your machine in about three minutes (every server, "
+        f"{info.rounds} rounds; see [bench/README.md](bench/README.md)): `nox -s bench -- "
+        "--scenarios flask --tag flask` (or `django`, or `hello --hello-connections 128`), "
+        "and compare the ratios with the ranges below.",
+        "",
     ]
     header = ["scenario", *(COLUMN_NAMES.get(s, s) for s in results.servers)]
     rows_ = [_performance_row(results, label) for label in results.loads]

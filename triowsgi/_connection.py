@@ -56,6 +56,9 @@ LINGER_SECONDS: Final = 2.0
 LINGER_LIMIT: Final = 1024 * 1024
 # The longest a result's close() may take after a response was cut short.
 CLOSE_SECONDS: Final = 5.0
+# After an app that took its socket returns, the longest a thread of its library still
+# using the socket gets before the server closes it.
+SHARED_CLOSE_SECONDS: Final = 2.0
 POSTHOOK_KEYS: Final = ("triowsgi.posthooks", "eventlet.posthooks")
 
 
@@ -174,9 +177,14 @@ class HTTPConnection:
                     except HTTPError as exc:
                         await self._refuse(exc)
                         break
-                    if request is None or not await self._serve(request):
+                    if request is None:
                         break
-                    del request  # an idle connection keeps nothing of its last request
+                    keep = await self._serve(request)
+                    del request  # an idle (or taken) connection keeps nothing of it
+                    if not keep:
+                        break
+                if self._tunnel_handler is not None:
+                    await self._run_tunnel_handler()
             except ClientDisconnected:
                 if not self._evicted:
                     self._log.debug(f"connection from {self.peer} closed by the client")
@@ -229,7 +237,6 @@ class HTTPConnection:
         self._reader.phase = Phase.BUSY
         await self._respond(request)
         if self._tunnel is not None:
-            await self._run_tunnel_handler()
             return False
         return await self._next_cycle() and not self._shutdown.closing
 
@@ -493,6 +500,11 @@ class HTTPConnection:
     async def _close(self) -> None:
         """Close the stream; after an abrupt end, linger so the client reads our answer."""
         if self._tunnel is not None:
+            if self._taken is not None and self._taken.shared:
+                # A library's own thread used the socket (simple-websocket's reader): it
+                # may have the last word of its protocol to send, then closes it itself.
+                with trio.move_on_after(SHARED_CLOSE_SECONDS):
+                    await self._tunnel.closed.wait()
             # Threads of the app may still wait on it: the socket's closing ends them.
             self.abort()
         if self._direct is not None:

@@ -46,7 +46,7 @@ class Tunnel:
 
     __slots__ = (
         "_buffered", "_callbacks", "_send_lock", "_send_timeout", "_sock", "_stream",
-        "closing", "status",
+        "closed", "closing", "status",
     )  # fmt: skip
 
     def __init__(self, stream: trio.abc.Stream, buffered: bytes, send_timeout: float) -> None:
@@ -63,6 +63,7 @@ class Tunnel:
         # pings); a stream takes one send at a time.
         self._send_lock = trio.StrictFIFOLock()
         self.closing = trio.Event()
+        self.closed = trio.Event()  # the taker closed it
         # The status of the response head the taker wrote (for the access log).
         self.status = 0
 
@@ -152,6 +153,7 @@ class Tunnel:
 
     async def aclose(self) -> None:
         """Close the connection (the server closes it anyway once the taker is done)."""
+        self.closed.set()
         await trio.aclose_forcefully(self._stream)
 
     def on_shutdown(self, callback: Callable[[], object]) -> None:
@@ -217,6 +219,8 @@ class TakenSocket:
         self._timeout: float | None = None
         self._closed = False
         self._send_timeout = send_timeout
+        self._owner = threading.get_ident()  # the app's thread: get_socket() runs in it
+        self._shared = False
         # A plain socket is read and written from the calling thread: the stdlib socket
         # under trio's (closed by the server, it fails with EBADF; its fd number is
         # never used once closed, as a reused one would be another client's).
@@ -232,6 +236,7 @@ class TakenSocket:
         """Up to ``bufsize`` bytes; ``b""`` once the client closed."""
         if flags:
             raise ValueError("recv() flags are not supported on this socket")
+        self._note_thread()
         if self._direct is None:
             data: bytes = self._call(self._tunnel.receive_some, bufsize)
             return data
@@ -257,16 +262,26 @@ class TakenSocket:
         """Send all of ``data``."""
         if flags:
             raise ValueError("send flags are not supported on this socket")
-        if self._direct is None:
-            self._call(self._tunnel.send_all, data)
-            return
-        self._tunnel.note_sent(data)
-        view = memoryview(data).cast("B")
-        while view:
-            try:
-                view = view[self._direct.send(view) :]
-            except BlockingIOError:
-                self._poll(select.POLLOUT, self._timeout, self._send_timeout)
+        self._note_thread()
+        try:
+            if self._direct is None:
+                self._call(self._tunnel.send_all, data)
+                return
+            self._tunnel.note_sent(data)
+            view = memoryview(data).cast("B")
+            while view:
+                try:
+                    view = view[self._direct.send(view) :]
+                except BlockingIOError:
+                    self._poll(select.POLLOUT, self._timeout, self._send_timeout)
+        except (ConnectionResetError, BrokenPipeError):
+            raise
+        except OSError as exc:
+            if isinstance(exc, (TimeoutError, BlockingIOError)):
+                raise
+            # A send on a connection that is gone or closed: what a socket raises then
+            # (libraries catch it: simple-websocket's sends catch only this).
+            raise BrokenPipeError(exc.errno or errno.EPIPE, str(exc)) from exc
 
     def send(self, data: bytes | bytearray | memoryview, flags: int = 0) -> int:
         """Send ``data``; all of it is sent (as ``sendall``), and its length returned."""
@@ -360,7 +375,17 @@ class TakenSocket:
             return  # ready, or failed/hung up: the next call says which
         if timeout is not None and timeout <= limit:
             raise TimeoutError("timed out")
-        raise ConnectionResetError(f"the client took no bytes for {limit} s")
+        raise BrokenPipeError(errno.EPIPE, f"the client took no bytes for {limit} s")
+
+    @property
+    def shared(self) -> bool:
+        """Whether a thread other than the app's used the socket (a library's reader):
+        it may still be using it when the app returns."""
+        return self._shared
+
+    def _note_thread(self) -> None:
+        if not self._shared and threading.get_ident() != self._owner:
+            self._shared = True
 
     def _call(self, afn: Callable[..., Any], arg: Any) -> Any:
         if self._closed:

@@ -7,6 +7,7 @@ happens once, at start-up, and an error names the option and what it accepts.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 from collections.abc import Mapping
 from typing import Any, Final
@@ -76,7 +77,7 @@ class Config:
     threads: int = 128
     max_header_fields: int = 100
     max_header_bytes: int = 64 * 1024
-    graceful_timeout: float = 30.0  # None or inf given: math.inf (wait for ever)
+    graceful_timeout: float = 30.0  # math.inf (None given too): wait for ever
     header_timeout: float | None = 20.0
     # Apache mod_reqtimeout's body=20,MinRate=500: a request body may keep the server
     # waiting 20 s, plus 1 s per 500 bytes received.
@@ -193,41 +194,49 @@ class Config:
             ) from None
 
 
-# What an explicit None means, option by option; an option not named here rejects it.
-# eventlet's signature defaults these to None: None gives eventlet's default.
-_NONE_IS_DEFAULT: Final = frozenset({"environ", "max_size", "minimum_chunk_size"})
-# eventlet tests these for truth (``if keepalive:``), so None is False, as 0 is.
-_NONE_IS_FALSE: Final = frozenset(
-    {"keepalive", "log_x_forwarded_for", "log_output", "debug", "capitalize_response_headers"}
-)
-# None is the value itself: no log option (stderr), no pool, and no limit (the
-# time limits and the body size limit).
-_NONE_IS_NONE: Final = frozenset(
-    {
-        "log",
-        "custom_pool",
-        "socket_timeout",
-        "header_timeout",
-        "body_timeout",
-        "body_min_rate",
-        "send_timeout",
-        "max_body_size",
-    }
-)
-# None is no limit, kept as math.inf (the shutdown waits for ever, as eventlet's did).
-_NONE_IS_INF: Final = frozenset({"graceful_timeout"})
+class _NoneMeans(enum.Enum):
+    """What an explicit None means for an option."""
+
+    DEFAULT = "the default"  # eventlet's signature defaults it to None
+    FALSE = "False"  # eventlet tests it for truth (``if keepalive:``), as it does 0
+    ITSELF = "None"  # no log option (stderr), no pool, no limit
+    FOR_EVER = "math.inf"  # no limit, kept as a number
+
+
+# An option not named here rejects None (its validation names it).
+_NONE_MEANS: Final[Mapping[str, _NoneMeans]] = {
+    "environ": _NoneMeans.DEFAULT,
+    "max_size": _NoneMeans.DEFAULT,
+    "minimum_chunk_size": _NoneMeans.DEFAULT,
+    "keepalive": _NoneMeans.FALSE,
+    "log_x_forwarded_for": _NoneMeans.FALSE,
+    "log_output": _NoneMeans.FALSE,
+    "debug": _NoneMeans.FALSE,
+    "capitalize_response_headers": _NoneMeans.FALSE,
+    "log": _NoneMeans.ITSELF,
+    "custom_pool": _NoneMeans.ITSELF,
+    "socket_timeout": _NoneMeans.ITSELF,
+    "header_timeout": _NoneMeans.ITSELF,
+    "body_timeout": _NoneMeans.ITSELF,
+    "body_min_rate": _NoneMeans.ITSELF,
+    "send_timeout": _NoneMeans.ITSELF,
+    "max_body_size": _NoneMeans.ITSELF,
+    # The shutdown waits for requests in flight for ever, as eventlet's did.
+    "graceful_timeout": _NoneMeans.FOR_EVER,
+}
 
 
 def _with_nones_read(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with None (and the other spellings of "off" or "no limit") read as
-    the table above says; a None left over fails validation, naming its option."""
+    :data:`_NONE_MEANS` says; a None left over fails validation, naming its option."""
     read = dict(options)
     for name, value in options.items():
-        if value is None and name in _NONE_IS_DEFAULT:
+        means = _NONE_MEANS.get(name) if value is None else None
+        if means is _NoneMeans.DEFAULT:
             del read[name]
-        elif value is None and name in _NONE_IS_FALSE:
+        elif means is _NoneMeans.FALSE:
             read[name] = False
-        elif value is None and name in _NONE_IS_INF:
+        elif means is _NoneMeans.FOR_EVER:
             read[name] = math.inf
     keepalive = read.get("keepalive")
     if not isinstance(keepalive, bool) and keepalive == 0:

@@ -78,14 +78,17 @@ def loads(scenario: str, hello_connections: Sequence[int]) -> list[Load]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument(
-        "--duration", type=float, default=3.5, help="seconds of each measurement window (3.5)"
+        "--duration",
+        type=int,  # wrk takes whole seconds
+        default=4,
+        help="seconds of each measurement window (4)",
     )
     p.add_argument(
         "--rounds",
         "--runs",
         type=int,
-        default=6,
-        help="rounds: each measures every load on every server once (6)",
+        default=5,
+        help="rounds: each measures every load on every server once (5)",
     )
     p.add_argument(
         "--idle-rounds", type=int, default=1, help="idle probes per server, fresh each (1)"

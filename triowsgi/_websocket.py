@@ -273,8 +273,18 @@ class AsyncWebSocket:
                 took nothing for the server's ``send_timeout``).
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        async with self._send_lock:
+        lock = self._send_lock
+        if lock.locked():
+            async with lock:
+                await self._send(self._core.send(message))
+            return
+        # Not `async with`: its acquire is a trip through the scheduler even when the
+        # lock is free (measured: a tenth of an echo's time), and the send checkpoints.
+        lock.acquire_nowait()
+        try:
             await self._send(self._core.send(message))
+        finally:
+            lock.release()
 
     async def receive(self) -> WSMessage | None:
         """The next message (``str`` for text, ``bytes`` for binary), or ``None`` once
@@ -297,9 +307,17 @@ class AsyncWebSocket:
 
     async def __anext__(self) -> WSMessage:
         # receive()'s body, not a call to it: an idle WebSocket waits here, and each
-        # frame on its stack is kept for as long as it is idle.
-        async with self._receiving:
-            message = await self._next_message()
+        # frame on its stack is kept for as long as it is idle. The lock as in send().
+        lock = self._receiving
+        if lock.locked():
+            async with lock:
+                message = await self._next_message()
+        else:
+            lock.acquire_nowait()
+            try:
+                message = await self._next_message()
+            finally:
+                lock.release()
         if message is None:
             raise StopAsyncIteration
         return message

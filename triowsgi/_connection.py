@@ -94,7 +94,12 @@ def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
 
 @final
 class HTTPConnection:
-    """Serves requests on one stream until the client or h11 says the connection ends."""
+    """Serves requests on one stream until the client or h11 says the connection ends,
+    or the app takes the connection over.
+
+    The connection's task and its life: the loop, the app's call, the access log,
+    shutdown's and the slots' hooks, the take-over and the close. What it reads is its
+    :class:`RequestReader`'s, what it writes its :class:`ResponseWriter`'s."""
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
     __slots__ = (

@@ -90,6 +90,11 @@ class RequestReader:
     ``owner`` is the connection, evicted through ``slots`` while it waits for a head;
     ``send`` writes bytes to the client (for ``100 Continue``). The app's reads of
     the body wait on the client through ``workers``, holding no place in it meanwhile.
+
+    One concern, the read side and its limits, though a long class: heads, bodies and
+    the socket reads under them share the state machine, the deadlines and the body's
+    rate, and each piece is short; it was read again when the slow-bodies and WebSocket
+    work added to it, and left whole (the write side is :mod:`._writer`'s).
     """
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.

@@ -5,11 +5,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
+import trustme
 
 import triowsgi
 
@@ -148,3 +150,48 @@ def hello_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     """The smallest app: 200 with a fixed body."""
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"Hello, world!\n"]
+
+
+# -- TLS: a CA made at test time, a server certificate for "localhost" --------------------
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(context)
+    return context
+
+
+@pytest.fixture(scope="session")
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()  # verifies the chain and the host name
+    ca.configure_trust(context)
+    return context
+
+
+Connect = Callable[[int], Awaitable[RawClient]]
+
+
+@pytest.fixture(params=["plain", "tls"])
+def transport(
+    request: pytest.FixtureRequest,
+    server_context: ssl.SSLContext,
+    client_context: ssl.SSLContext,
+) -> tuple[dict[str, Any], Connect]:
+    """Server options and a raw client's connect, for plain TCP and for TLS."""
+    if request.param == "plain":
+        return {}, RawClient.connect
+
+    async def connect(port: int) -> RawClient:
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, client_context, server_hostname="localhost")
+        with trio.fail_after(5):
+            await stream.do_handshake()
+        return RawClient(stream)  # type: ignore[arg-type]
+
+    return {"ssl_context": server_context}, connect

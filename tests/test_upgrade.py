@@ -11,7 +11,6 @@ taken socket is closed at the end of the grace period, or at once after ``set_id
 from __future__ import annotations
 
 import signal
-import ssl
 import struct
 import sys
 import time
@@ -21,8 +20,7 @@ from typing import Any
 
 import pytest
 import trio
-import trustme
-from conftest import RawClient, RecordingLog, StartServer, hello_app
+from conftest import Connect, RawClient, RecordingLog, StartServer, hello_app
 from test_cli import TIMEOUT, serving
 from test_shutdown import start
 
@@ -53,40 +51,6 @@ def socket_app(environ: Environ, start_response: Any) -> list[bytes]:
     sock.sendall(SWITCHING)
     echo_lines(sock)
     return []
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    return context
-
-
-Connect = Callable[[int], Awaitable[RawClient]]
-
-
-@pytest.fixture(params=["plain", "tls"])
-def transport(
-    request: pytest.FixtureRequest, ca: trustme.CA, server_context: ssl.SSLContext
-) -> tuple[dict[str, Any], Connect]:
-    if request.param == "plain":
-        return {}, RawClient.connect
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-
-    async def connect(port: int) -> RawClient:
-        tcp = await trio.open_tcp_stream("127.0.0.1", port)
-        stream = trio.SSLStream(tcp, client_context, server_hostname="localhost")
-        with trio.fail_after(5):
-            await stream.do_handshake()
-        return RawClient(stream)  # type: ignore[arg-type]
-
-    return {"ssl_context": server_context}, connect
 
 
 async def test_a_taken_socket_gets_early_bytes_first_and_the_server_adds_nothing(

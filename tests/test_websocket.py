@@ -26,7 +26,6 @@ import pytest
 import requests
 import socketio
 import trio
-import trustme
 import websocket as websocket_client
 import websockets.exceptions
 import websockets.sync.client
@@ -100,25 +99,6 @@ async def serve_echo(start_server: StartServer, kind: str, **options: Any) -> in
 
 
 # -- TLS -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    return context
-
-
-@pytest.fixture(scope="module")
-def client_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
 
 
 # -- the websockets client ---------------------------------------------------------------

@@ -11,15 +11,13 @@ Each case is run with ``threads`` of 1 or 2, plain and over TLS.
 from __future__ import annotations
 
 import hashlib
-import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
-import trustme
-from conftest import RawClient, StartServer, hello_app
+from conftest import Connect, StartServer, hello_app
 
 from triowsgi._workers import WorkerPool
 
@@ -75,41 +73,6 @@ class DigestApp:
 
 def digest(data: bytes) -> bytes:
     return b"%d %s" % (len(data), hashlib.sha256(data).hexdigest().encode())
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(context)
-    return context
-
-
-Connect = Callable[[int], Awaitable[RawClient]]
-
-
-@pytest.fixture(params=["plain", "tls"])
-def transport(
-    request: pytest.FixtureRequest, ca: trustme.CA, server_context: ssl.SSLContext
-) -> tuple[dict[str, Any], Connect]:
-    """Server options and a client connector, for plain TCP and for TLS."""
-    if request.param == "plain":
-        return {}, RawClient.connect
-    client_context = ssl.create_default_context()
-    ca.configure_trust(client_context)
-
-    async def connect(port: int) -> RawClient:
-        tcp = await trio.open_tcp_stream("127.0.0.1", port)
-        stream = trio.SSLStream(tcp, client_context, server_hostname="localhost")
-        with trio.fail_after(5):
-            await stream.do_handshake()
-        return RawClient(stream)  # type: ignore[arg-type]
-
-    return {"ssl_context": server_context}, connect
 
 
 async def get_answered(connect: Connect, port: int, within: float) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import math
 import os
@@ -26,13 +25,14 @@ import trio
 
 from . import __version__
 from ._config import Config, check_port
+from ._loading import CLIError, load_app, split_spec
 from ._logging import ACCESS_LOGGER
 from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
 from ._server import serve_main
 from ._signals import Stop
 from ._wsgi import WSGIApp
 
-__all__ = ["main"]
+__all__ = ["CLIError", "main"]
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8090
@@ -40,10 +40,6 @@ DEFAULT_PORT: Final = 8090
 # a shell reports a process killed by it).
 FORCED_EXIT_STATUS: Final = 128 + signal.SIGTERM
 Listener = trio.abc.Listener[Any]
-
-
-class CLIError(Exception):
-    """A problem the user can fix; printed as one line, exit status 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -76,7 +72,7 @@ def _run_processes(
     args: argparse.Namespace, binds: list[str], options: dict[str, Any]
 ) -> NoReturn:
     """``--workers N``: gunicorn's arbiter and N worker processes (see _processes.py)."""
-    _split_spec(args.app)  # the workers import the app; the shape can be checked now
+    split_spec(args.app)  # the workers import the app; the shape can be checked now
     settings = arbiter_settings(
         workers=args.workers,
         binds=[gunicorn_bind(bind) for bind in binds],
@@ -198,36 +194,6 @@ def _check_flag_port(port: int, flag: str) -> int:
         return check_port(port, flag)
     except (TypeError, ValueError) as exc:
         raise CLIError(str(exc)) from None
-
-
-def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
-    """Import ``MODULE:ATTRIBUTE`` (the current directory first on the path, as for
-    gunicorn); with ``factory``, call it to get the app."""
-    module_name, attribute = _split_spec(spec)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
-    app: Any = module
-    for name in attribute.split("."):
-        try:
-            app = getattr(app, name)
-        except AttributeError:
-            raise CLIError(f"module {module_name!r} has no attribute {attribute!r}") from None
-    if factory:
-        app = app()
-    if not callable(app):
-        raise CLIError(f"{spec} is not callable: {type(app).__name__}")
-    return app  # type: ignore[no-any-return]
-
-
-def _split_spec(spec: str) -> tuple[str, str]:
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
-    return module_name, attribute
 
 
 def _ssl_context(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:

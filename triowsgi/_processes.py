@@ -20,6 +20,7 @@ import math
 from typing import Any, Final, NoReturn
 
 from ._config import Config
+from ._loading import CLIError, load_app
 
 __all__ = ["GUNICORN_MISSING", "arbiter_settings", "run_arbiter"]
 
@@ -72,8 +73,6 @@ def run_arbiter(
     """
     from gunicorn.app.base import BaseApplication
     from gunicorn.errors import AppImportError
-
-    from ._cli import CLIError, load_app
 
     class Application(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hints
         def __init__(self) -> None:

@@ -1,0 +1,50 @@
+"""Loading the app a command line names (``MODULE:ATTRIBUTE``), and the error a user can
+fix; below both the ``triowsgi`` command (:mod:`._cli`) and its ``--workers`` processes
+(:mod:`._processes`, which loads the app in each worker).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+from ._wsgi import WSGIApp
+
+__all__ = ["CLIError", "load_app", "split_spec"]
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+def load_app(spec: str, *, factory: bool = False) -> WSGIApp:
+    """Import ``MODULE:ATTRIBUTE`` (the current directory first on the path, as for
+    gunicorn); with ``factory``, call it to get the app."""
+    module_name, attribute = split_spec(spec)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CLIError(f"cannot import module {module_name!r}: {exc}") from None
+    app: Any = module
+    for name in attribute.split("."):
+        try:
+            app = getattr(app, name)
+        except AttributeError:
+            raise CLIError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if factory:
+        app = app()
+    if not callable(app):
+        raise CLIError(f"{spec} is not callable: {type(app).__name__}")
+    return app  # type: ignore[no-any-return]
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``MODULE:ATTRIBUTE``'s two parts, or a :class:`CLIError` saying what it must be."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise CLIError(f"app {spec!r} must look like MODULE:ATTRIBUTE, e.g. myapp:app")
+    return module_name, attribute

@@ -21,6 +21,7 @@ bounds requests at shutdown).
 
 gunicorn settings that apply:
 
+- ``-w N``/``--workers N``: with more than one, ``wsgi.multiprocess`` is True (PEP 3333).
 - ``--keep-alive N``: seconds an idle keep-alive connection is kept (0: no keep-alive).
 - ``--graceful-timeout N``: seconds requests in flight get after ``TERM``.
 - ``--threads N``: threads running the app, i.e. requests in the app at once. gunicorn's

@@ -40,6 +40,9 @@ from pathlib import Path
 
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/multiprocess":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(environ["wsgi.multiprocess"]).encode()]
     if environ["REQUEST_METHOD"] == "POST":  # the test waits for the .reading file
         Path(path[len("/upload/"):] + ".reading").touch()
         data = environ["wsgi.input"].read()
@@ -203,6 +206,7 @@ def test_every_worker_serves_and_logs_through_gunicorn(tmp_path: Path) -> None:
     with gunicorn(tmp_path, "-w", "2", "--access-logfile", "-") as server:
         pids = server.worker_pids(2)
         assert server.proc.pid not in pids  # the workers answer, not the arbiter
+        assert get(server.port, "/multiprocess")[1] == "True"  # PEP 3333: several processes
         log = server.log_text()
     # triowsgi's lines go through gunicorn's handlers and formats.
     for pid in pids:
@@ -213,6 +217,7 @@ def test_every_worker_serves_and_logs_through_gunicorn(tmp_path: Path) -> None:
 def test_without_an_access_log_there_are_no_access_lines(tmp_path: Path) -> None:
     with gunicorn(tmp_path, "-w", "1") as server:
         assert get(server.port)[0] == 200
+        assert get(server.port, "/multiprocess")[1] == "False"  # one process
         server.signal(signal.SIGTERM)
         assert server.proc.wait(PATIENCE) == 0
     log = server.log_text()

@@ -478,18 +478,19 @@ async def test_a_silent_connection_is_closed_header_timeout_after_the_accept(
 async def test_the_first_head_is_timed_from_the_accept_not_its_first_byte(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(hello_app, header_timeout=1.0, log=RecordingLog())
+    header_timeout = 2.0
+    server = await start_server(hello_app, header_timeout=header_timeout, log=RecordingLog())
     client = await RawClient.connect(server.port)
     started = trio.current_time()
-    silence = 0.9
+    silence = 0.9 * header_timeout
     await trio.sleep(silence)  # silent for most of header_timeout: the point of the test
     await client.send(b"GET / HTTP/1.1\r\n")  # and the rest never comes
-    with trio.fail_after(1.0 - silence + SLACK):
+    with trio.fail_after(header_timeout - silence + SLACK):
         status, _, _ = await client.read_response()
     assert status == b"HTTP/1.1 408 Request Timeout"
-    # From the accept: 1.0 s. Timed from its first byte, the head would get 1.9 s.
+    # From the accept: 2.0 s. Timed from its first byte, the head would get 3.8 s.
     elapsed = trio.current_time() - started
-    assert 0.95 <= elapsed < 1.0 + silence / 2, elapsed
+    assert header_timeout - 0.05 <= elapsed < header_timeout + silence / 2, elapsed
     await client.aclose()
 
 

@@ -2,7 +2,7 @@
 waits on it.
 
 h11 frames requests and bodies; :class:`RequestReader` feeds it bytes and bounds each
-wait (see DECISIONS.md, "Changed on purpose"):
+wait (see docs/decisions.md, "Changed on purpose"):
 
 - the TLS handshake and the first request head: ``header_timeout`` from the accept, so a
   client that connects and sends nothing is closed (it may also be evicted sooner, to

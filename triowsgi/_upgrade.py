@@ -201,8 +201,10 @@ def _in_new_thread(callback: Callable[[], object]) -> None:
 class TakenSocket:
     """What ``wsgi.input.get_socket()`` returns: the connection as a blocking socket, for
     any thread but Trio's. Errors are ``OSError`` s, as a socket's: a timeout is
-    ``TimeoutError``, a connection that failed ``ConnectionResetError``, one closed here
-    ``OSError(EBADF)``; a non-blocking read with nothing there ``BlockingIOError``."""
+    ``TimeoutError``; a read on a connection that failed ``ConnectionResetError``, on
+    one closed ``OSError(EBADF)``; a send on either ``BrokenPipeError``; a non-blocking
+    read with nothing there ``BlockingIOError``. On TLS a timeout ends the connection
+    (a TLS stream can't be used after an operation on it was cancelled)."""
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -53,7 +54,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error(f"{args.other} holds no triowsgi package")
     raise_fd_limit(4096)
     server_cpu, client_cpu = pick_cpus(args.server_cpu, args.client_cpu)
-    base = dataclasses.replace(SERVERS[1], h11_build=None, python=args.python)
+    # Absolute, not resolved: the servers start in A's and B's trees, and a virtualenv's
+    # python is a symlink that would leave the virtualenv.
+    python = os.path.abspath(args.python)
+    base = dataclasses.replace(SERVERS[1], h11_build=None, python=python)
     sides = {"A": dataclasses.replace(base, source=args.other.resolve()), "B": base}
     settings = Settings(threads=4, max_connections=6000)
     results: dict[tuple[str, str], list[WrkResult]] = {}

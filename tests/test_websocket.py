@@ -26,6 +26,7 @@ import pytest
 import requests
 import socketio
 import trio
+import trio.testing
 import websocket as websocket_client
 import websockets.exceptions
 import websockets.sync.client
@@ -718,6 +719,40 @@ async def test_at_shutdown_a_client_that_never_answers_the_close_is_let_go(
         await ended.wait()  # wait() / receive() gave up on the client: None
         await server.stopped.wait()
     assert waits == [None]
+
+
+async def test_close_from_another_task_ends_a_read_begun_while_open_at_the_deadline(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open WebSocket's read has no time limit of its own: a close() from another
+    task, to a client that never answers, ends it at the close deadline."""
+    monkeypatch.setattr(triowsgi._websocket, "CLOSE_TIMEOUT", 0.5)
+    received: list[Any] = []
+    closed = trio.Event()
+
+    async def handler(ws: websocket.AsyncWebSocket) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def read() -> None:
+                received.append(await ws.receive())
+
+            nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()  # the read is waiting
+            await ws.close(1000, "bye")
+            closed.set()
+
+    server = await start_server(websocket.WebSocketWSGI(handler))
+    client = await RawClient.connect(server.port)
+    await client.send(HANDSHAKE + b"\r\n")
+    with trio.fail_after(5):
+        await client.read_until(b"\r\n\r\n")
+        closing = Connection(ConnectionType.CLIENT)
+        while not any(isinstance(e, CloseConnection) for e in closing.events()):
+            closing.receive_data(await client.read_exactly(1))  # the 1000; not answered
+        await closed.wait()
+    assert received == [None]
+    await client.aclose()
+    await wait_for_no_connections(server)
 
 
 async def test_an_async_handler_uses_the_programs_trio_objects(

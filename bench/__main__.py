@@ -55,6 +55,9 @@ START_SECONDS: Final = 2.0
 IDLE_SECONDS: Final = 8.0
 # A server that dies mid-run is started again for the next measurement, this many times.
 RESTARTS: Final = 2
+# Output a server may write during a measurement window; more is an access log (or
+# errors) that every request pays for, and the measurement is reported as failed.
+OUTPUT_ALLOWED: Final = 4096
 README: Final = REPO / "bench" / "README.md"
 PROJECT_README: Final = REPO / "README.md"
 PORT_PLACEHOLDER: Final = 65432  # a port number that stands for {port} in the report
@@ -332,7 +335,14 @@ class Harness:
         self.results.failures.append(failure.replace("\n", " / "))
 
     def wrk(self, load: Load, handle: Running, round_: int) -> None:
+        written = handle.output_bytes()
         result: WrkResult = run_wrk(load, handle, self.args.duration, self.client_cpu)
+        written = handle.output_bytes() - written
+        if written > OUTPUT_ALLOWED:
+            raise RuntimeError(
+                f"the server wrote {written:,} bytes of output during the window (an access "
+                f"log, or errors), not counted:\n{handle.output_tail(3)}"
+            )
         self.results.add_wrk(load.label, handle.server.name, round_, result)
         print(
             f"    {result.rps:10,.0f} req/s  p50 {result.p50_ms:8.3f} ms  "

@@ -239,6 +239,10 @@ class Running:
     def pid(self) -> int:
         return self.process.pid
 
+    def output_bytes(self) -> int:
+        """How much the server has written to its stdout and stderr so far."""
+        return self.log_path.stat().st_size
+
     def output_tail(self, lines: int = 15) -> str:
         text = self.log_path.read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])

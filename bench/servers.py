@@ -65,6 +65,11 @@ class Server:
     # The source tree the server runs from (its working directory and ``PYTHONPATH``):
     # this repository, or another revision's checkout in an A/B (``python -m bench.ab``).
     source: Path = REPO
+    # Whether the server, as started, writes nothing per request: then output during a
+    # measurement is an access log it should not be writing (see bench/__main__.py).
+    # waitress warns of its task queue depth whenever requests wait for its threads, as
+    # it does by default.
+    quiet: bool = True
 
     def argv(self, port: int, settings: Settings) -> list[str]:
         return [self.python, *self.arguments(port, settings).split()]

@@ -149,6 +149,7 @@ SERVERS: Final = (
         _waitress,
         "<threads> threads, `--connection-limit <max connections>` (the default 100 "
         "would stall 128+ connections), `--asyncore-use-poll` (select() stops at 1024 fds)",
+        quiet=False,
     ),
     Server(
         "gunicorn-gthread",

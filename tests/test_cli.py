@@ -526,3 +526,20 @@ def test_no_access_log_silences_access_lines_only(app_dir: Path) -> None:
         assert server.stop() == 0
     assert not any("/quiet" in line for line in server.output), server.output
     assert any("wsgi exiting" in line for line in server.output)  # other lines remain
+
+
+def test_no_access_log_holds_when_the_app_configures_logging(app_dir: Path) -> None:
+    """Django's logging setup (dictConfig, disable_existing_loggers=False) re-enables
+    every logger it does not name: --no-access-log must survive it."""
+    (app_dir / "configuring.py").write_text(
+        "import logging.config\n"
+        "import plainapp\n"
+        "def app(environ, start_response):  # as Django's setup, at the first request\n"
+        '    logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})\n'
+        "    return plainapp.app(environ, start_response)\n"
+    )
+    args = ("--bind", "127.0.0.1:0", "--no-access-log", "configuring:app")
+    with serving(*args, cwd=app_dir) as server:
+        assert get_json(f"http://127.0.0.1:{server.port}/quiet")["path"] == "/quiet"
+        assert server.stop() == 0
+    assert not any("/quiet" in line for line in server.output), server.output

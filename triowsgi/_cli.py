@@ -280,7 +280,10 @@ def _flag_error(option: str, message: str) -> str:
 def _configure_logging(level: str, *, access_log: bool) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
     if not access_log:
-        logging.getLogger(ACCESS_LOGGER).disabled = True
+        # A level no record reaches, not `disabled`: an app's own logging setup
+        # (Django's dictConfig, with disable_existing_loggers=False) resets `disabled`
+        # on every logger it does not name, and keeps their levels.
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.CRITICAL + 1)
 
 
 async def _run(

@@ -190,7 +190,8 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                 continue  # configured by the user, or a logger_class we don't know
             # A handler even when off: without one, triowsgi would write to stderr.
             logger.handlers = list(source.handlers) if enabled else [logging.NullHandler()]
-            logger.setLevel(source.getEffectiveLevel())
+            # Off: a level no record reaches, so no access line is even formatted.
+            logger.setLevel(source.getEffectiveLevel() if enabled else logging.CRITICAL + 1)
             logger.propagate = False
 
     async def _serve(self, options: dict[str, Any]) -> None:

@@ -223,11 +223,14 @@ async def test_a_released_place_runs_a_queued_call_and_comes_back_before_the_nex
 
 async def test_a_wait_that_needs_no_waiting_keeps_its_place() -> None:
     pool = WorkerPool(1)
+    seen: list[int] = []
 
     async def ready(release: Callable[[], None]) -> bytes:
+        seen.append(pool.placeless)  # in Trio, while the thread waits for this
         return b"there"
 
     assert await pool.run(pool.wait_on_client, ready) == b"there"
+    assert seen == [0]  # the thread kept its place: nothing was waited for
     assert pool.placeless == 0
 
 

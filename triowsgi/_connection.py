@@ -209,10 +209,7 @@ class HTTPConnection:
         closed. Synchronous, so that shutdown can close every idle connection at once."""
         if self._direct is not None:
             self._direct.close()
-        stream = self._stream
-        if isinstance(stream, trio.SSLStream):
-            stream = stream.transport_stream
-        sock = getattr(stream, "socket", None)
+        sock = _raw_socket(self._stream)
         if sock is not None:
             if self._taken is not None:
                 # An app thread may be waiting in poll() on it: a shutdown wakes it (a
@@ -251,11 +248,12 @@ class HTTPConnection:
         """``wsgi.input.get_socket()``, in the app's thread."""
         if self._taken is None:
             responder = self._take()
-            raw = _raw_socket(self._stream)
-            tls = isinstance(self._stream, trio.SSLStream)
             assert self._tunnel is not None
             self._taken = TakenSocket(
-                self._tunnel, self._workers.token, raw, tls, self._writer.send_timeout
+                self._tunnel,
+                self._workers.token,
+                _raw_socket(self._stream),
+                self._writer.send_timeout,
             )
             responder.taken = True
             # Its thread is the connection's handler now, for as long as it likes.
@@ -306,9 +304,7 @@ class HTTPConnection:
 
     async def _run_tunnel_handler(self) -> None:
         handler, self._tunnel_handler = self._tunnel_handler, None
-        if handler is None:
-            return
-        assert self._tunnel is not None
+        assert handler is not None and self._tunnel is not None
         try:
             await handler(self._tunnel)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -45,8 +45,8 @@ class Tunnel:
     """
 
     __slots__ = (
-        "_buffered", "_callbacks", "_send_lock", "_send_timeout", "_sock", "_stream",
-        "closed", "closing", "status",
+        "_buffered", "_callbacks", "_send_lock", "_send_timeout", "_stream", "closed",
+        "closing", "plain_socket", "status",
     )  # fmt: skip
 
     def __init__(self, stream: trio.abc.Stream, buffered: bytes, send_timeout: float) -> None:
@@ -55,7 +55,7 @@ class Tunnel:
         # wrappers (as the connection does: a WebSocket echo spends 15% of its time in
         # them); None on TLS.
         sock = getattr(stream, "socket", None)
-        self._sock: socket.socket | None = getattr(sock, "_sock", None)
+        self.plain_socket: socket.socket | None = getattr(sock, "_sock", None)
         self._buffered = buffered
         self._send_timeout = send_timeout
         self._callbacks: list[Callable[[], object]] = []
@@ -79,7 +79,7 @@ class Tunnel:
             data, self._buffered = self._buffered[:size], self._buffered[size:]
             await trio.lowlevel.checkpoint()
             return data
-        sock = self._sock
+        sock = self.plain_socket
         if sock is None:
             received = await self._stream.receive_some(size)
             return received if isinstance(received, bytes) else bytes(received)
@@ -111,7 +111,7 @@ class Tunnel:
         """
         self.note_sent(data)
         timeout = self._send_timeout
-        sock = self._sock
+        sock = self.plain_socket
         if sock is not None:
             await self._send_direct(sock, data, timeout)
             return
@@ -211,26 +211,21 @@ class TakenSocket:
         tunnel: Tunnel,
         token: trio.lowlevel.TrioToken,
         raw: Any,
-        tls: bool,
         send_timeout: float,
     ) -> None:
         self._tunnel = tunnel
         self._token = token
-        self._raw = raw  # the OS socket under the stream, for addresses and fileno()
-        self._tls = tls
+        self._raw = raw  # trio's socket under the stream (TLS too), for its addresses
         self._timeout: float | None = None
         self._closed = False
         self._send_timeout = send_timeout
         self._owner = threading.get_ident()  # the app's thread: get_socket() runs in it
         self._shared = False
-        # A plain socket is read and written from the calling thread: the stdlib socket
-        # under trio's (closed by the server, it fails with EBADF; its fd number is
+        # A plain socket is read and written from the calling thread: the tunnel's
+        # stdlib socket (closed by the server, it fails with EBADF; its fd number is
         # never used once closed, as a reused one would be another client's).
-        self._direct: socket.socket | None = None
-        self._buffered = b""
-        if raw is not None and not tls:
-            self._direct = raw._sock
-            self._buffered = tunnel.take_buffered()
+        self._direct = tunnel.plain_socket
+        self._buffered = tunnel.take_buffered() if self._direct is not None else b""
 
     # -- reading --------------------------------------------------------------------
 
@@ -315,10 +310,9 @@ class TakenSocket:
 
     def fileno(self) -> int:
         """The OS socket's descriptor (not on TLS: its bytes are not the messages)."""
-        if self._tls or self._raw is None:
+        if self._direct is None:
             raise io.UnsupportedOperation("fileno: the connection is TLS-wrapped")
-        fd: int = self._raw.fileno()
-        return fd
+        return self._direct.fileno()
 
     def shutdown(self, how: int) -> None:
         """As ``socket.shutdown``: on this connection, any ``how`` ends it."""

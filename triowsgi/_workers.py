@@ -211,7 +211,7 @@ class WorkerPool:
         thread = threading.current_thread()
         while True:
             with self._lock:
-                if self._resumers and self._hand_over():
+                if self._hand_over():
                     return
                 self._idle += 1
             try:
@@ -239,14 +239,15 @@ class WorkerPool:
             result = outcome.capture(job.fn, *job.args)
             thread.name = IDLE_NAME
             job.fn = job.args = None  # type: ignore[assignment]  # drop references early
-            if self._detached and thread.ident in self._detached:
-                # The job kept no place: this thread leaves the pool with it.
+            leaving = bool(self._detached) and thread.ident in self._detached
+            if leaving:
+                # The job kept no place (detach()): this thread leaves the pool with it.
                 self._detached.discard(thread.ident)
                 with self._lock:
                     self._placeless -= 1
-                self._finish(job, result)
-                return
             self._finish(job, result)
+            if leaving:
+                return
 
     def _finish(self, job: _Job[Any], result: outcome.Outcome[Any]) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ Two measures, each server started once and pinned to one CPU, the client on the 
 - **echo**: round trips per second over 64 connections (64-byte text messages, each
   connection sending its next message when the last came back), in ``--rounds``
   interleaved rounds of ``--duration`` s; the median per server and its ratio to eventlet
-  within each round (median and range);
+  within each round (median and interquartile range);
 - **idle**: ``--idle N`` WebSockets opened and left open: the server's resident memory
   added per connection, and how long a plain ``GET /`` takes meanwhile.
 
@@ -248,19 +248,27 @@ def _report(
     print(f"\n{time.strftime('%Y-%m-%d %H:%M')}, {_processor()}, {os.cpu_count()} CPUs")
     print(f"echo: {ECHO_CONNECTIONS} connections, {args.rounds} rounds of {args.duration} s\n")
     print(
-        "| server | echo round trips/s (median) | ratio to eventlet (median, range) "
+        "| server | echo round trips/s (median) | ratio to eventlet (median, IQR) "
         "| idle: KiB per WebSocket | GET while idle (slowest of 5) |"
     )
     print("|---|---|---|---|---|")
     for t in targets:
         r = ratios[t.name]
-        ratio = f"{statistics.median(r):.2f}x ({min(r):.2f}-{max(r):.2f})" if r else "-"
+        ratio = f"{statistics.median(r):.2f}x ({_iqr(r)})" if r else "-"
         kib, get = idle.get(t.name, (0.0, 0.0))
         count = args.idle_async if t.name == "triowsgi-async" else args.idle
         print(
             f"| {t.name} | {statistics.median(echo[t.name]):,.0f} | {ratio} | "
             f"{kib:.1f} ({count:,} open) | {get * 1000:.0f} ms |"
         )
+
+
+def _iqr(values: list[float]) -> str:
+    """The interquartile range, as the HTTP harness reports it."""
+    if len(values) < 2:
+        return f"{values[0]:.2f}-{values[0]:.2f}"
+    low, _, high = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{low:.2f}-{high:.2f}"
 
 
 def _processor() -> str:

@@ -17,8 +17,9 @@ import pytest
 import trio
 from conftest import RawClient, hello_app
 
+from triowsgi._framing import ResponseFraming
 from triowsgi._input import Input
-from triowsgi._response import build_response, capitalize, parse_status
+from triowsgi._response import ResponseHead, build_response, capitalize, parse_status
 from triowsgi._wsgi import ConnectionInfo, Responder, build_environ
 
 Environ = dict[str, Any]
@@ -681,6 +682,13 @@ def test_parse_status() -> None:
             parse_status(bad)
 
 
+def on_the_wire(head: ResponseHead, *, http11: bool = True, method: bytes = b"GET") -> bytes:
+    """``head`` as it is framed in answer to a keep-alive request."""
+    framing = ResponseFraming()
+    framing.start(method, http11=http11, keep_alive=True)
+    return framing.head(b"HTTP/1.1", head)
+
+
 def test_build_response_adds_date_length_and_close_after_the_apps_headers() -> None:
     head = build_response(
         "200 OK",
@@ -689,8 +697,12 @@ def test_build_response_adds_date_length_and_close_after_the_apps_headers() -> N
         content_length=3,
         close=True,
     )
-    names = [name for name, _ in head.headers.raw_items()]
-    assert names == [b"Content-Type", b"Date", b"Content-Length", b"Connection"]
+    data = on_the_wire(head)
+    assert re.fullmatch(
+        rb"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: \w{3}, [^\r\n]+ GMT\r\n"
+        rb"Content-Length: 3\r\nConnection: close\r\n\r\n",
+        data,
+    ), data
     # The app's own Date and Content-Length win; 204 and 304 get no computed length.
     head = build_response(
         "204 No Content",
@@ -699,11 +711,11 @@ def test_build_response_adds_date_length_and_close_after_the_apps_headers() -> N
         content_length=9,
         close=False,
     )
-    assert head.headers.raw_items() == [(b"Date", b"x"), (b"Content-Length", b"0")]
+    assert on_the_wire(head) == b"HTTP/1.1 204 No Content\r\nDate: x\r\nContent-Length: 0\r\n\r\n"
     head = build_response(
         "304 Not Modified", [], capitalize_names=True, content_length=9, close=False
     )
-    assert [name for name, _ in head.headers.raw_items()] == [b"Date"]
+    assert without_date(on_the_wire(head)) == b"HTTP/1.1 304 Not Modified\r\n\r\n"
 
 
 # --- batching streamed output --------------------------------------------------------

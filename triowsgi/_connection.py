@@ -315,12 +315,12 @@ class HTTPConnection:
     # -- responding -----------------------------------------------------------------
 
     async def _respond(self, request: h11.Request) -> None:
-        self._writer.start(request.method)
+        self._writer.start(
+            request.method,
+            http11=request.http_version == b"1.1",
+            keep_alive=not self._reader.client_closes,
+        )
         body = await self._reader.open_body()
-        if self._http10_only:
-            # max_http_version="HTTP/1.0": answer as to an HTTP/1.0 client, so h11 frames
-            # bodies without chunking and ends the connection after the response.
-            self._reader.conn.their_http_version = b"1.0"
         environ = build_environ(request, self._info, self._config.environ, body)
         # The app's thread is not one of Trio's: this is what it passes as trio_token=
         # to call back into the server's Trio loop (trio.from_thread.run and friends).
@@ -466,7 +466,7 @@ class HTTPConnection:
     async def _next_cycle(self) -> bool:
         """Whether the connection can be reused (the reader drains what the app left of
         the body)."""
-        if self._writer.failed or self._reader.conn.our_state is not h11.DONE:
+        if self._writer.failed or not self._writer.framing.reusable:
             self._reader.release_body()
             return False
         return await self._reader.next_cycle()

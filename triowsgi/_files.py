@@ -17,9 +17,8 @@ is: the connection closes and the log says why. Anything else (TLS, a pipe, ``By
 text file, an empty or ``/proc`` file whose size says nothing, a response already started
 with ``write()``) is read in ``block_size`` pieces like any iterable.
 
-h11 is told about the body with a :class:`FileSpan` in place of its bytes: its body
-writers only take ``len()`` of what they pass through (``send_with_data_passthrough``;
-h11's documentation names sendfile as the reason), with h11 and h11-mypyc alike.
+The response's framing (:mod:`._framing`) is told about the body with a :class:`FileSpan`
+in place of its bytes: it counts only their ``len()``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, cast, final
 
 from ._direct import DirectSocket
-from ._h11 import h11
+from ._framing import ResponseFraming
 
 __all__ = [
     "SENDFILE",
@@ -87,7 +86,7 @@ class FileWrapper:
 @dataclasses.dataclass(frozen=True, slots=True)
 class FileSpan:
     """``count`` bytes of the file open as ``fd``, from ``offset``: the stand-in for a
-    body's bytes in ``h11.Data``, whose writers take only its ``len()``."""
+    body's bytes in the response's framing, which takes only its ``len()``."""
 
     fd: int
     offset: int
@@ -129,10 +128,10 @@ def file_span(result: object) -> FileSpan | None:
     return FileSpan(fd, offset, count) if count > 0 else None
 
 
-def start_body(conn: h11.Connection, span: FileSpan) -> None:
-    """Tell ``conn`` that ``span``'s bytes are the body of the response it framed."""
-    data = cast(bytes, span)  # h11 takes only len() of what it passes through
-    pieces = conn.send_with_data_passthrough(h11.Data(data=data))
+def start_body(framing: ResponseFraming, span: FileSpan) -> None:
+    """Tell ``framing`` that ``span``'s bytes are the body of the response it framed."""
+    data = cast(bytes, span)  # framing takes only len() of what it passes through
+    pieces = framing.data(data)
     # Content-Length framing (the Responder makes sure of it): nothing around the body.
     assert pieces is not None and len(pieces) == 1 and pieces[0] is data
 

@@ -76,6 +76,8 @@ DRAIN_SECONDS: Final = 10.0
 _WAITING: Final = h11.Connection(h11.SERVER)
 _WAITING.receive_data(b"")
 _WAITING.send_failed()
+# The request states after which the connection may carry another request.
+_REQUEST_DONE: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
 
 
 def _seconds(value: float | None) -> float:
@@ -102,8 +104,8 @@ class RequestReader:
         "_accepted", "_body_error", "_body_received", "_body_waited", "_config",
         "_content_length", "_direct", "_idle_timeout", "_input", "_log", "_max_body",
         "_owner", "_send", "_served",
-        "_slots", "_stream", "_timeout", "_workers", "at_eof", "broken", "conn",
-        "phase", "response_started",
+        "_slots", "_stream", "_timeout", "_workers", "at_eof", "broken", "client_closes",
+        "conn", "phase", "response_started",
     )  # fmt: skip
 
     def __init__(
@@ -141,6 +143,7 @@ class RequestReader:
         self.response_started = False  # set by the response side
         self._input: Input | None = None
         self._content_length: int | None = None
+        self.client_closes = False  # the request said Connection: close
         self._body_error: Exception | None = None  # met while reading the body eagerly
         self._body_received = 0
         # Seconds _receive() waited on the socket since open_body(): all the body's rate
@@ -197,7 +200,7 @@ class RequestReader:
         while True:
             if isinstance(event, h11.Request):
                 check_line_ends(received[0] if len(received) == 1 else b"".join(received))
-                self._content_length = check_request(event, self._config)
+                self._content_length, self.client_closes = check_request(event, self._config)
                 self._served += 1
                 return as_http11(event)
             if event is not h11.NEED_DATA:
@@ -456,20 +459,21 @@ class RequestReader:
             return False
         if self.conn.their_state is h11.SEND_BODY and not await self._drain():
             return False
-        if self.conn.their_state is not h11.DONE:
+        # An Upgrade request leaves h11 expecting a 101 (MIGHT_SWITCH_PROTOCOL); the
+        # response that went was a final one, so the request is as done.
+        if self.conn.their_state not in _REQUEST_DONE:
             return False
         self._start_next_cycle()
         return True
 
     def _start_next_cycle(self) -> None:
+        # The response went out framed by triowsgi (see _framing.py), so h11's server
+        # side never left SEND_RESPONSE: a fresh state machine (both sides IDLE, as
+        # after h11's own cycle, and as cheap) gets what was read past the request.
         trailing, closed = self.conn.trailing_data
-        if not trailing.startswith((b"\r", b"\n")):
-            self.conn.start_next_cycle()
-            return
-        # RFC 9112 §2.2: skip empty lines before the next request line (a pipelined
-        # request, a CRLF after a body), which h11 refuses. Its buffer can't be edited,
-        # so a fresh state machine (both sides IDLE, as after a cycle) gets the rest.
         self.conn = self._new_conn()
+        # RFC 9112 §2.2: skip empty lines before the next request line (a pipelined
+        # request, a CRLF after a body), which h11 refuses.
         rest = trailing.lstrip(b"\r\n")
         if rest:  # (b"" would tell h11 the client closed)
             self.conn.receive_data(rest)

@@ -49,12 +49,13 @@ _OTHER_BYTES: Final = bytes(sorted(set(range(256)) - set(_LINE_ENDS_AND_CONTROLS
 # The header fields check_request looks at: one set lookup per field rather than a
 # comparison per rule.
 _CHECKED_FIELDS: Final = frozenset(
-    (b"content-length", b"host", b"transfer-encoding", b"content-type", b"expect")
+    (b"content-length", b"host", b"transfer-encoding", b"content-type", b"expect", b"connection")
 )
 
 
-def check_request(request: h11.Request, config: Config) -> int | None:
-    """Refuse what h11 accepted but triowsgi won't serve; the Content-Length, if any."""
+def check_request(request: h11.Request, config: Config) -> tuple[int | None, bool]:
+    """Refuse what h11 accepted but triowsgi won't serve; the Content-Length, if any,
+    and whether the client said ``Connection: close`` (RFC 9112 §9.6)."""
     _check_version_and_method(request, config)
     _check_target(request.method, request.target)
     # raw_items(): one list, where iterating h11's Headers (a Sequence) costs a Python
@@ -63,7 +64,7 @@ def check_request(request: h11.Request, config: Config) -> int | None:
     if len(headers) > config.max_header_fields:
         raise HeadersTooLarge(f"{len(headers)} header fields")
     length: int | None = None
-    has_encoding = has_type = False
+    has_encoding = has_type = close = False
     block = 0
     for raw_name, value in headers:
         if len(raw_name) + len(value) + 2 > MAX_HEADER_LINE:
@@ -86,6 +87,8 @@ def check_request(request: h11.Request, config: Config) -> int | None:
             _check_expect(value)
         elif name == b"transfer-encoding":
             has_encoding = True
+        elif name == b"connection":
+            close = close or b"close" in _tokens(value)
     # h11's max_incomplete_event_size only stops a head still incomplete at the
     # limit; one that completes in the receive crossing it gets here.
     if block > config.max_header_bytes:
@@ -97,7 +100,7 @@ def check_request(request: h11.Request, config: Config) -> int | None:
     if length is not None and has_encoding:
         # RFC 9112 §6.1: a request smuggling signature.
         raise BadRequest("Content-Length and Transfer-Encoding are not allowed together")
-    return length
+    return length, close
 
 
 def _check_version_and_method(request: h11.Request, config: Config) -> None:
@@ -135,6 +138,11 @@ def _check_target(method: bytes, target: bytes) -> None:
         raise BadRequest(f"invalid authority in request target {target!r:.80}")
 
 
+def _tokens(value: bytes) -> list[bytes]:
+    """The members of a comma-separated list field, lower-case (RFC 9110 §5.6.1)."""
+    return [item.strip(b" \t") for item in value.lower().split(b",")]
+
+
 def _check_host(value: bytes) -> None:
     if not HOST_RE.fullmatch(value):
         raise BadRequest(f"invalid Host {value!r}")
@@ -144,8 +152,7 @@ def _check_expect(value: bytes) -> None:
     # RFC 9110 §10.1.1: 100-continue is the only expectation defined, and h11 acts on
     # it (a case-insensitive list member). Any other is one the server cannot meet:
     # 417, as Apache answers, rather than serving a request whose condition was ignored.
-    for expectation in value.lower().split(b","):
-        expectation = expectation.strip(b" \t")
+    for expectation in _tokens(value):
         if expectation and expectation != b"100-continue":
             raise ExpectationFailed(f"Expect {value!r}")
 

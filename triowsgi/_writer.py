@@ -23,13 +23,13 @@ from ._config import Config
 from ._direct import DirectSocket, Pieces
 from ._errors import REASONS, ClientDisconnected, SocketTimeout, error_body
 from ._files import send_span, sendfile_now, start_body
-from ._h11 import h11
+from ._framing import ResponseFraming
 from ._reader import RequestReader
-from ._response import build_response, has_body
+from ._response import build_response
 from ._workers import WorkerPool
 from ._wsgi import Batch, Responder
 
-__all__ = ["END_OF_MESSAGE", "ResponseWriter"]
+__all__ = ["ResponseWriter"]
 
 # Pieces of a response up to this size in all are joined into one send_all(): copying
 # 256 KiB costs less than the two extra sends of a chunk's framing. Bigger pieces are
@@ -38,8 +38,6 @@ JOIN_LIMIT: Final = 256 * 1024
 # On TLS, a send that makes no progress is found per slice of this size (one TLS record):
 # a client reading 16 KiB per send_timeout still counts as reading.
 SEND_SLICE: Final = 16 * 1024
-# h11's events are immutable: one end-of-message serves every response.
-END_OF_MESSAGE: Final = h11.EndOfMessage()
 
 
 def _seconds(value: float | None) -> float:
@@ -58,8 +56,8 @@ class ResponseWriter:
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
     __slots__ = (
-        "_direct", "_http10_only", "_method", "_stream", "_workers", "body_bytes", "failed",
-        "reader", "send_timeout", "sends_body",
+        "_direct", "_http10_only", "_stream", "_version", "_workers", "body_bytes",
+        "failed", "framing", "reader", "send_timeout", "sends_body",
     )  # fmt: skip
 
     def __init__(
@@ -76,16 +74,18 @@ class ResponseWriter:
         # A write waits at most this long for the client to take more bytes (a taken
         # connection's too).
         self.send_timeout = min(_seconds(config.socket_timeout), _seconds(config.send_timeout))
+        # eventlet's max_http_version names the version in every status line.
         self._http10_only = config.max_http_version == "HTTP/1.0"
+        self._version = b"HTTP/1.0" if self._http10_only else b"HTTP/1.1"
+        self.framing = ResponseFraming()
         # Per-response state, reset by start().
-        self._method = b""
         self.sends_body = True  # False for HEAD, 1xx, 204 and 304 once the head is framed
         self.body_bytes = 0  # the body bytes sent (the access log's)
         self.failed = False  # the server answered with an error: close after it
 
-    def start(self, method: bytes) -> None:
-        """A new response, to a request with ``method``."""
-        self._method = method
+    def start(self, method: bytes, *, http11: bool, keep_alive: bool) -> None:
+        """A new response, to a request with ``method`` (see :meth:`ResponseFraming.start`)."""
+        self.framing.start(method, http11=http11 and not self._http10_only, keep_alive=keep_alive)
         self.sends_body = True
         self.body_bytes = 0
 
@@ -129,19 +129,19 @@ class ResponseWriter:
         return self.send_pieces(pieces)
 
     def frame(self, batch: Batch) -> Pieces:
-        """The bytes of ``batch`` as h11 frames them (in whichever thread holds the
-        response: the connection task waits while the app's thread does)."""
-        conn = self.reader.conn
+        """The bytes of ``batch`` as :mod:`._framing` frames them (in whichever thread
+        holds the response: the connection task waits while the app's thread does)."""
+        framing = self.framing
         pieces: Pieces = []
         if batch.head is not None:
-            self.sends_body = has_body(batch.head.status_code, self._method)
-            pieces.append(self._status_line_version(conn.send(batch.head) or b""))
+            pieces.append(framing.head(self._version, batch.head))
+            self.sends_body = framing.sends_body
         if self.sends_body and batch.chunks:
             data = batch.chunks[0] if len(batch.chunks) == 1 else b"".join(batch.chunks)
             self.body_bytes += len(data)
-            pieces += conn.send_with_data_passthrough(h11.Data(data=data)) or ()
-        if batch.done:
-            pieces.append(conn.send(END_OF_MESSAGE))
+            pieces += framing.data(data)
+        if batch.done and (end := framing.end()):
+            pieces.append(end)
         # From here the client may have part of the final response (100 Continue is not
         # one): an error can no longer be answered with a status.
         self.reader.response_started = True
@@ -154,21 +154,16 @@ class ResponseWriter:
         assert responder.file is not None and self._direct is not None
         try:
             self.body_bytes += len(responder.file)
-            start_body(self.reader.conn, responder.file)
+            start_body(self.framing, responder.file)
             if not unsent:  # the head went whole
                 responder.file = sendfile_now(self._direct, responder.file)
             if responder.file is not None:
                 return False, unsent
             responder.close()
-            return True, [self.reader.conn.send(END_OF_MESSAGE)]
+            return True, [self.framing.end()]
         except BaseException:
             responder.close()  # as Responder closes its result on an error
             raise
-
-    def _status_line_version(self, head: bytes) -> bytes:
-        # h11 always writes an HTTP/1.1 status line; eventlet's max_http_version names
-        # the version in it.
-        return b"HTTP/1.0" + head[8:] if self._http10_only else head
 
     # -- in the connection's task ------------------------------------------------------
 
@@ -197,7 +192,7 @@ class ResponseWriter:
 
     async def end_message(self) -> None:
         """Send the end of a response whose body went otherwise (HEAD, sendfile)."""
-        await self.send_all(self.reader.conn.send(END_OF_MESSAGE))
+        await self.send_all(self.framing.end())
 
     async def send_file(self, responder: Responder) -> None:
         """The rest of ``responder.file``, by sendfile from the connection task (no
@@ -208,7 +203,7 @@ class ResponseWriter:
     async def send_error(self, status: int, exc: BaseException | None = None) -> None:
         """A complete response of the server's own; the connection closes after it.
 
-        Serialised by a fresh h11 connection: ours may be in an error state.
+        Framed on its own: the connection's framing may be midway through a response.
         """
         body = error_body(status, exc)
         head = build_response(
@@ -218,12 +213,9 @@ class ResponseWriter:
             content_length=len(body),
             close=True,
         )
-        writer = h11.Connection(h11.SERVER)
-        data = (
-            self._status_line_version(writer.send(head))
-            + writer.send(h11.Data(data=body))
-            + writer.send(END_OF_MESSAGE)
-        )
+        framing = ResponseFraming()
+        framing.start(b"", http11=True, keep_alive=False)
+        data = b"".join([framing.head(self._version, head), *framing.data(body), framing.end()])
         self.sends_body = False
         self.body_bytes = len(body)  # for the access log
         with contextlib.suppress(ClientDisconnected, SocketTimeout):

@@ -18,7 +18,7 @@ from ._files import FileSpan, FileWrapper, file_span
 from ._h11 import h11
 from ._input import Input
 from ._request import ABSOLUTE_FORM_RE
-from ._response import build_response
+from ._response import ResponseHead, build_response
 
 __all__ = [
     "AppBaseException",
@@ -161,7 +161,7 @@ class Batch:
     app's iterable is exhausted (and closed).
     """
 
-    head: h11.Response | None
+    head: ResponseHead | None
     chunks: list[bytes]
     done: bool
 
@@ -286,10 +286,8 @@ class Responder:
         or 304; a Transfer-Encoding the app set) the result is iterated as usual."""
         head = self._head(span.count)
         assert head is not None
-        headers = dict(head.headers)  # lower-case names; h11 allows one Content-Length
-        length = headers.get(b"content-length")
-        if length is not None and b"transfer-encoding" not in headers:
-            self.file = FileSpan(span.fd, span.offset, int(length))
+        if head.content_length is not None and not head.chunked:
+            self.file = FileSpan(span.fd, span.offset, head.content_length)
         return Batch(head, [], done=False)
 
     def _collect(self) -> Batch:
@@ -306,7 +304,7 @@ class Responder:
         self.close()
         return Batch(self._head(size if not self.head_sent else None), chunks, done=True)
 
-    def _head(self, content_length: int | None) -> h11.Response | None:
+    def _head(self, content_length: int | None) -> ResponseHead | None:
         """The response head, built once; ``None`` when it already went out."""
         if self.head_sent:
             return None

@@ -161,6 +161,21 @@ def test_a_chunked_body_skips_empty_data_and_passes_bytes_uncopied() -> None:
     assert framing.reusable
 
 
+def test_nothing_goes_after_the_end() -> None:
+    # A thread of the app that outlived its response must not frame bytes after it.
+    framing = ResponseFraming()
+    framing.start(b"GET", http11=True, keep_alive=True)
+    framing.head(
+        b"HTTP/1.1",
+        build_response("200 OK", [], capitalize_names=False, content_length=None, close=False),
+    )
+    framing.end()
+    with pytest.raises(FramingError):
+        framing.data(b"late")
+    with pytest.raises(FramingError):
+        framing.end()
+
+
 @pytest.mark.parametrize(
     "headers",
     [

@@ -40,6 +40,7 @@ class _Body(enum.Enum):
     LENGTH = "length"  # Content-Length bytes
     CHUNKED = "chunked"
     UNTIL_CLOSE = "until close"  # HTTP/1.0, no length: the close ends the body
+    ENDED = "ended"  # end() was called: nothing more until the next start()
 
 
 @final
@@ -126,6 +127,8 @@ class ResponseFraming:
             return [b"%x\r\n" % len(data), data, b"\r\n"] if data else []
         if body is _Body.UNTIL_CLOSE:
             return [data]
+        if body is _Body.ENDED:
+            raise FramingError("the response is complete: no more data")
         raise FramingError(f"no content allowed in this response, got {len(data)} bytes")
 
     def end(self) -> bytes:
@@ -134,7 +137,11 @@ class ResponseFraming:
         Raises:
             FramingError: fewer bytes than the head's ``Content-Length`` went.
         """
-        if self._body is _Body.LENGTH and self._remaining:
+        body = self._body
+        if body is _Body.LENGTH and self._remaining:
             raise FramingError("Too little data for declared Content-Length")
+        if body is _Body.ENDED:
+            raise FramingError("the response is complete already")
+        self._body = _Body.ENDED
         self.reusable = self._keep_alive
-        return _CHUNK_END if self._body is _Body.CHUNKED else b""
+        return _CHUNK_END if body is _Body.CHUNKED else b""

@@ -40,7 +40,7 @@ class _Body(enum.Enum):
     LENGTH = "length"  # Content-Length bytes
     CHUNKED = "chunked"
     UNTIL_CLOSE = "until close"  # HTTP/1.0, no length: the close ends the body
-    ENDED = "ended"  # end() was called: nothing more until the next start()
+    ENDED = "ended"  # ended, or failed: nothing more until the next start()
 
 
 @final
@@ -87,19 +87,19 @@ class ResponseFraming:
                 body = _Body.CHUNKED
                 extra = b"Transfer-Encoding: chunked\r\n"
             else:
-                body = _Body.UNTIL_CLOSE
-                close = close or self._method != b"HEAD"
+                body = _Body.UNTIL_CLOSE  # (and the client is HTTP/1.0: close is set)
             if head.chunked:
                 fields = [field for field in fields if field[0].lower() != b"transfer-encoding"]
         else:
             body = _Body.LENGTH
             self._remaining = length
         if close:
-            # The app's own Connection: close stands as it wrote it; a close the server
-            # decides on is said in a header of its own, the app's keep-alive gone.
+            # The app's own Connection: close stands as it wrote it; a close the request
+            # decided on is said in lines of the framing's own, the app's keep-alive
+            # gone, one line per token (as h11 wrote them).
             fields = [field for field in fields if field[0].lower() != b"connection"]
-            tokens = (head.connection - {b"keep-alive"}) | {b"close"}
-            extra += b"Connection: %s\r\n" % b", ".join(sorted(tokens))
+            tokens = sorted((head.connection - {b"keep-alive"}) | {b"close"})
+            extra += b"".join([b"Connection: %s\r\n" % token for token in tokens])
         self._body = _Body.NONE if self._method == b"HEAD" else body
         self._keep_alive = not close and b"close" not in head.connection
         lines = b"".join([b"%s: %s\r\n" % field for field in fields])
@@ -120,6 +120,7 @@ class ResponseFraming:
         body = self._body
         if body is _Body.LENGTH:
             if len(data) > self._remaining:
+                self._fail()
                 raise FramingError("Too much data for declared Content-Length")
             self._remaining -= len(data)
             return [data]
@@ -128,7 +129,8 @@ class ResponseFraming:
         if body is _Body.UNTIL_CLOSE:
             return [data]
         if body is _Body.ENDED:
-            raise FramingError("the response is complete: no more data")
+            raise FramingError("the response ended: no more data")
+        self._fail()
         raise FramingError(f"no content allowed in this response, got {len(data)} bytes")
 
     def end(self) -> bytes:
@@ -139,9 +141,17 @@ class ResponseFraming:
         """
         body = self._body
         if body is _Body.LENGTH and self._remaining:
+            self._fail()
             raise FramingError("Too little data for declared Content-Length")
         if body is _Body.ENDED:
-            raise FramingError("the response is complete already")
+            raise FramingError("the response ended already")
         self._body = _Body.ENDED
         self.reusable = self._keep_alive
         return _CHUNK_END if body is _Body.CHUNKED else b""
+
+    def _fail(self) -> None:
+        # The client has part of a response that can't be completed as framed (an app
+        # that catches the error and goes on must not send bytes the client would
+        # take for the rest of it, or for the next response): nothing more goes.
+        self._body = _Body.ENDED
+        self._keep_alive = False

@@ -76,8 +76,9 @@ DRAIN_SECONDS: Final = 10.0
 _WAITING: Final = h11.Connection(h11.SERVER)
 _WAITING.receive_data(b"")
 _WAITING.send_failed()
-# The request states after which the connection may carry another request.
-_REQUEST_DONE: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)
+# The request states after which the connection may carry another request. (h11 leaves
+# MIGHT_SWITCH_PROTOCOL out of its __all__, though it is one of its documented states.)
+_REQUEST_DONE: Final = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
 
 
 def _seconds(value: float | None) -> float:

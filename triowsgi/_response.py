@@ -119,13 +119,14 @@ def build_response(
         field = _field(_latin1(name, "header name"), _latin1(value.strip(" \t"), "header value"))
         if lower in _FRAMING:
             if lower == "content-length":
+                digits = _content_length(field[1], length)
                 if length is not None:
-                    _content_length(field[1], length)
-                    continue  # one line for one length
-                length = _content_length(field[1], None)
-                field = (field[0], b"%d" % length)
+                    continue  # one line for one length (as h11 wrote it)
+                length = int(digits)
+                field = (field[0], digits)
             elif lower == "transfer-encoding":
                 chunked = _chunked(field[1], chunked)
+                field = (field[0], b"chunked")  # (the only one: in h11's lower case)
             else:
                 connection.update(_tokens(field[1]))
         fields.append(field)
@@ -150,16 +151,15 @@ def build_response(
     )
 
 
-def _content_length(value: bytes, previous: int | None) -> int:
+def _content_length(value: bytes, previous: int | None) -> bytes:
     # RFC 9110 §8.6: digits; a list of one value repeated is that value.
     values = {item.strip(b" \t") for item in value.split(b",")}
     digits = values.pop() if len(values) == 1 else b""
     if _DIGITS_RE.fullmatch(digits) is None:
         raise ValueError(f"{_INVALID}: bad Content-Length {value!r}")
-    length = int(digits)
-    if previous is not None and previous != length:
+    if previous is not None and previous != int(digits):
         raise ValueError(f"{_INVALID}: conflicting Content-Length headers")
-    return length
+    return digits
 
 
 def _chunked(value: bytes, previous: bool) -> bool:

@@ -38,6 +38,9 @@ APP_HEADERS: tuple[list[tuple[str, str]], ...] = (
     [("Connection", "close")],
     [("Connection", "keep-alive"), ("Content-Length", "5")],
     [("Connection", "Keep-Alive, close")],
+    [("Connection", "Upgrade"), ("Upgrade", "x")],
+    [("Connection", "X-Foo, keep-alive"), ("Content-Length", "005")],
+    [("Transfer-Encoding", "Chunked")],
 )
 BODIES = ((), (b"hel", b"lo"))  # as the app's batches; none, or 5 bytes in two
 

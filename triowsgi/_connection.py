@@ -2,12 +2,13 @@
 pipelining, the app's call in a worker thread, the access log, and the connection's end
 (closed, lingering after an error, evicted, expired, or taken over by the app).
 
-The loop is driven by h11's state machine: h11 frames requests and bodies and decides
-whether the connection may be reused. Reading, and every limit a client meets while the
-server waits on it, is :mod:`._reader`'s; writing, and the limits on a client that does
-not read, :mod:`._writer`'s; the app's side of a request, :mod:`._wsgi`'s; a connection
-the app takes over, :mod:`._upgrade`'s. Everything here runs in the connection's Trio
-task.
+The loop is driven by state machines: h11's frames each request and its body, the
+writer's :class:`~._framing.ResponseFraming` each response, and the connection is
+reused when both say their message ended cleanly and neither said close. Reading, and
+every limit a client meets while the server waits on it, is :mod:`._reader`'s; writing,
+and the limits on a client that does not read, :mod:`._writer`'s; the app's side of a
+request, :mod:`._wsgi`'s; a connection the app takes over, :mod:`._upgrade`'s.
+Everything here runs in the connection's Trio task.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def connection_info(stream: trio.abc.Stream) -> ConnectionInfo:
 
 @final
 class HTTPConnection:
-    """Serves requests on one stream until the client or h11 says the connection ends,
+    """Serves requests on one stream until the client or the framing ends the connection,
     or the app takes the connection over.
 
     The connection's task and its life: the loop, the app's call, the access log,

@@ -109,7 +109,8 @@ def _check_version_and_method(request: h11.Request, config: Config) -> None:
             raise VersionNotSupported(request.http_version.decode("ascii"))
         raise BadRequest(f"unsupported HTTP version {request.http_version!r}")
     if request.method == b"CONNECT":
-        # No tunnels here, and a 2xx answer would make h11 switch protocols.
+        # No tunnels here: a 2xx answer to CONNECT has no body framing (RFC 9112 §6.3),
+        # and the response framing (_framing.py) has no rule for one.
         raise MethodNotImplemented("CONNECT")
     if len(request.target) > config.url_length_limit:
         raise URITooLong(f"request target of {len(request.target)} bytes")

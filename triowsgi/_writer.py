@@ -1,8 +1,8 @@
-"""The write side of one connection: a response's bytes as h11 frames them, and every
-limit a client meets while the server writes to it.
+"""The write side of one connection: a response's bytes as :mod:`._framing` frames them,
+and every limit a client meets while the server writes to it.
 
 :class:`ResponseWriter` is :mod:`._reader`'s counterpart. It frames each :class:`Batch`
-of the app's response through the connection's h11 state machine, writes what a plain
+of the app's response through the connection's :class:`ResponseFraming`, writes what a plain
 socket takes at once from whichever thread holds the response (the app's, usually: see
 :mod:`._direct`), and sends the rest from the connection task, waiting at most
 ``send_timeout`` (and ``socket_timeout``) for the client to take more: a client that
@@ -48,10 +48,11 @@ def _seconds(value: float | None) -> float:
 class ResponseWriter:
     """Frames and sends the responses of one connection.
 
-    ``conn`` is the connection's h11 state machine, owned by its
-    :class:`~._reader.RequestReader` (set as :attr:`reader` before the first response).
-    Per response: :meth:`start`, then batches through :meth:`produce` (in the app's
-    thread) and :meth:`send_pieces`, or one :meth:`send_error`.
+    :attr:`framing` frames each response and says whether the connection may carry
+    another request after it. :attr:`reader` is the connection's
+    :class:`~._reader.RequestReader` (set before the first response). Per response:
+    :meth:`start`, then batches through :meth:`produce` (in the app's thread) and
+    :meth:`send_pieces`, or one :meth:`send_error`.
     """
 
     # Thousands of these sit idle on a busy server: no per-instance __dict__.
@@ -79,7 +80,7 @@ class ResponseWriter:
         self._version = b"HTTP/1.0" if self._http10_only else b"HTTP/1.1"
         self.framing = ResponseFraming()
         # Per-response state, reset by start().
-        self.sends_body = True  # False for HEAD, 1xx, 204 and 304 once the head is framed
+        self.sends_body = True  # False for HEAD, 204 and 304 once the head is framed
         self.body_bytes = 0  # the body bytes sent (the access log's)
         self.failed = False  # the server answered with an error: close after it
 

@@ -2,9 +2,9 @@
 pipelining, the app's call in a worker thread, the access log, and the connection's end
 (closed, lingering after an error, evicted, expired, or taken over by the app).
 
-The loop is driven by state machines: h11's frames each request and its body, the
-writer's :class:`~._framing.ResponseFraming` each response, and the connection is
-reused when both say their message ended cleanly and neither said close. Reading, and
+The loop is driven by two state machines: h11's frames each request and its body, and
+the writer's :class:`~._framing.ResponseFraming` each response; the connection is
+reused when both messages ended cleanly and neither side said close. Reading, and
 every limit a client meets while the server waits on it, is :mod:`._reader`'s; writing,
 and the limits on a client that does not read, :mod:`._writer`'s; the app's side of a
 request, :mod:`._wsgi`'s; a connection the app takes over, :mod:`._upgrade`'s.

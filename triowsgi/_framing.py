@@ -2,13 +2,13 @@
 connection can carry another request after it (RFC 9112 §6, §9.3).
 
 h11 parses every request and frames every request body; the response side is
-triowsgi's own, because h11's costs more than the rest of a hello-world response on the
-default install (``h11.Response`` validates every header the app gave, then ``send``
-builds and validates a second one, bench/NOTES.md, issue 20). The rules are h11's, so
-that the bytes are what h11 wrote:
+triowsgi's own, because h11's cost ~24 us of the ~68 us a hello request's logic took on
+the default install (``h11.Response`` validates every header the app gave, then ``send``
+builds and validates a second one; bench/NOTES.md, issue 20). The rules are h11's, so
+that the bytes are what h11 wrote (tests/test_framing.py compares them):
 
-- HEAD, 204 and 304 carry no body; their headers are those a GET would get (RFC 9110
-  §9.3.2).
+- HEAD, 204 and 304 carry no body. A HEAD response's headers are those a GET would get
+  (RFC 9110 §9.3.2); a 204's or a 304's are the app's own.
 - A ``Transfer-Encoding: chunked`` from the app, or no ``Content-Length``, means chunked
   for an HTTP/1.1 client, and for an HTTP/1.0 one a body that ends with the connection;
   ``Content-Length`` is dropped then. Otherwise the body is exactly ``Content-Length``

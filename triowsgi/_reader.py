@@ -67,12 +67,13 @@ DRAIN_LIMIT: Final = 1024 * 1024
 DRAIN_SECONDS: Final = 10.0
 
 
-# A connection waiting for a request head with nothing buffered has an h11 state machine
-# as good as new (both sides IDLE, no bytes, not closed): it is dropped for the wait and
-# a fresh one made when the wait ends, so that thousands of idle connections keep none
-# (~1 KB each). This one stands in meanwhile, shared by all. Nothing of ours uses it; an
-# app thread that outlived its response and still writes or reads must not reach another
-# client through it, so it takes no bytes (closed: more raise) and sends none (ERROR).
+# Between requests, with nothing read past the last one, a connection needs no h11 state
+# machine: one is made when the next head's first bytes come, so that thousands of idle
+# connections keep none (~1 KB each), and a request that finds its connection waiting
+# costs one. This one stands in meanwhile, shared by all; read_request takes it for "as
+# good as new". Nothing feeds it: an app thread that outlived its response and still
+# reads must not reach another client through it, so it takes no bytes (closed: more
+# raise) and sends none (ERROR).
 _WAITING: Final = h11.Connection(h11.SERVER)
 _WAITING.receive_data(b"")
 _WAITING.send_failed()
@@ -129,7 +130,7 @@ class RequestReader:
         self._log = log
         self._send = send
         self._workers = workers
-        self.conn = self._new_conn()
+        self.conn = _WAITING  # until the first head's bytes come
         self._timeout = _seconds(config.socket_timeout)
         self._max_body = _seconds(config.max_body_size)
         self._idle_timeout = config.keepalive_timeout
@@ -178,7 +179,7 @@ class RequestReader:
         Raises:
             HTTPError: a head the server refuses (answer it with its status and close).
         """
-        buffered, closed = self.conn.trailing_data
+        buffered, closed = (b"", False) if self.conn is _WAITING else self.conn.trailing_data
         first = not self._served
         # A new connection has its first request on its way (one that another server
         # process could have served): at shutdown it gets a moment to arrive, where an
@@ -230,6 +231,8 @@ class RequestReader:
                     deadline = None  # from this first byte: see below
                 prefix = self._head_prefix(data)
             received.append(data)
+            if self.conn is _WAITING:  # the head's first bytes came without a wait
+                self.conn = self._new_conn()
             self.conn.receive_data(data)
             event = self._next_event(prefix)
 
@@ -472,10 +475,13 @@ class RequestReader:
         # side never left SEND_RESPONSE: a fresh state machine (both sides IDLE, as
         # after h11's own cycle, and as cheap) gets what was read past the request.
         trailing, closed = self.conn.trailing_data
-        self.conn = self._new_conn()
         # RFC 9112 §2.2: skip empty lines before the next request line (a pipelined
         # request, a CRLF after a body), which h11 refuses.
         rest = trailing.lstrip(b"\r\n")
+        if not rest and not closed:
+            self.conn = _WAITING  # nearly always: see _WAITING
+            return
+        self.conn = self._new_conn()
         if rest:  # (b"" would tell h11 the client closed)
             self.conn.receive_data(rest)
         if closed:

@@ -682,10 +682,10 @@ def test_parse_status() -> None:
             parse_status(bad)
 
 
-def on_the_wire(head: ResponseHead, *, http11: bool = True, method: bytes = b"GET") -> bytes:
-    """``head`` as it is framed in answer to a keep-alive request."""
+def on_the_wire(head: ResponseHead) -> bytes:
+    """``head`` as it is framed in answer to a keep-alive HTTP/1.1 GET."""
     framing = ResponseFraming()
-    framing.start(method, http11=http11, keep_alive=True)
+    framing.start(b"GET", http11=True, keep_alive=True)
     return framing.head(b"HTTP/1.1", head)
 
 

@@ -26,7 +26,7 @@ import trio
 from . import __version__
 from ._config import Config, check_port
 from ._loading import CLIError, load_app, split_spec
-from ._logging import ACCESS_LOGGER
+from ._logging import ACCESS_LOGGER, ACCESS_OFF
 from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
 from ._server import serve_main
 from ._signals import Stop
@@ -280,10 +280,7 @@ def _flag_error(option: str, message: str) -> str:
 def _configure_logging(level: str, *, access_log: bool) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
     if not access_log:
-        # A level no record reaches, not `disabled`: an app's own logging setup
-        # (Django's dictConfig, with disable_existing_loggers=False) resets `disabled`
-        # on every logger it does not name, and keeps their levels.
-        logging.getLogger(ACCESS_LOGGER).setLevel(logging.CRITICAL + 1)
+        logging.getLogger(ACCESS_LOGGER).setLevel(ACCESS_OFF)
 
 
 async def _run(

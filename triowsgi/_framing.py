@@ -98,7 +98,7 @@ class ResponseFraming:
             # decided on is said in lines of the framing's own, the app's keep-alive
             # gone, one line per token (as h11 wrote them).
             fields = [field for field in fields if field[0].lower() != b"connection"]
-            tokens = sorted((head.connection - {b"keep-alive"}) | {b"close"})
+            tokens = sorted({*head.connection, b"close"} - {b"keep-alive"})
             extra += b"".join([b"Connection: %s\r\n" % token for token in tokens])
         self._body = _Body.NONE if self._method == b"HEAD" else body
         self._keep_alive = not close and b"close" not in head.connection

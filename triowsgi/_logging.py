@@ -33,6 +33,10 @@ _MONTHS: Final = (
 # With no ``log`` option, lines go through these stdlib loggers, so that the
 # application's logging configuration applies to them.
 ACCESS_LOGGER: Final = "triowsgi.access"
+# The access logger's level when the access log is off: one no record reaches. Not the
+# logger's `disabled`, which an app's logging setup resets (Django's dictConfig with
+# disable_existing_loggers=False, on every logger it does not name); levels it keeps.
+ACCESS_OFF: Final = logging.CRITICAL + 1
 ERROR_LOGGER: Final = "triowsgi.error"
 
 

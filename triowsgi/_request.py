@@ -29,6 +29,7 @@ __all__ = [
     "check_line_ends",
     "check_request",
     "check_request_line",
+    "list_members",
 ]
 
 # eventlet's (and most servers') per-line limit; a longer header line gets 431.
@@ -88,7 +89,7 @@ def check_request(request: h11.Request, config: Config) -> tuple[int | None, boo
         elif name == b"transfer-encoding":
             has_encoding = True
         elif name == b"connection":
-            close = close or b"close" in _tokens(value)
+            close = close or b"close" in list_members(value)
     # h11's max_incomplete_event_size only stops a head still incomplete at the
     # limit; one that completes in the receive crossing it gets here.
     if block > config.max_header_bytes:
@@ -139,9 +140,10 @@ def _check_target(method: bytes, target: bytes) -> None:
         raise BadRequest(f"invalid authority in request target {target!r:.80}")
 
 
-def _tokens(value: bytes) -> list[bytes]:
-    """The members of a comma-separated list field, lower-case (RFC 9110 §5.6.1)."""
-    return [item.strip(b" \t") for item in value.lower().split(b",")]
+def list_members(value: bytes) -> list[bytes]:
+    """The members of a comma-separated list field, lower-case, empty ones left out
+    (RFC 9110 §5.6.1)."""
+    return [member for item in value.lower().split(b",") if (member := item.strip(b" \t"))]
 
 
 def _check_host(value: bytes) -> None:
@@ -153,8 +155,8 @@ def _check_expect(value: bytes) -> None:
     # RFC 9110 §10.1.1: 100-continue is the only expectation defined, and h11 acts on
     # it (a case-insensitive list member). Any other is one the server cannot meet:
     # 417, as Apache answers, rather than serving a request whose condition was ignored.
-    for expectation in _tokens(value):
-        if expectation and expectation != b"100-continue":
+    for expectation in list_members(value):
+        if expectation != b"100-continue":
             raise ExpectationFailed(f"Expect {value!r}")
 
 

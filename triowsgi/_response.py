@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Final, final
 
 from ._dates import http_date_now
+from ._request import list_members
 
 __all__ = ["ResponseHead", "build_response", "capitalize"]
 
@@ -78,7 +79,7 @@ class ResponseHead:
         *,
         content_length: int | None,
         chunked: bool,
-        connection: frozenset[bytes],
+        connection: tuple[bytes, ...],
     ) -> None:
         self.status_code = status_code
         self.status = status
@@ -108,7 +109,7 @@ def build_response(
     fields: list[tuple[bytes, bytes]] = []
     length: int | None = None
     chunked = seen_date = False
-    connection: set[bytes] = set()
+    connection: tuple[bytes, ...] = ()
     for item in headers:
         name, value = _header(item)
         lower = name.lower()
@@ -128,7 +129,7 @@ def build_response(
                 chunked = _chunked(field[1], chunked)
                 field = (field[0], b"chunked")  # (the only one: in h11's lower case)
             else:
-                connection.update(_tokens(field[1]))
+                connection += tuple(list_members(field[1]))
         fields.append(field)
         seen_date = seen_date or lower == "date"
     if not seen_date:
@@ -139,7 +140,7 @@ def build_response(
         length = content_length
         fields.append((b"Content-Length", b"%d" % content_length))
     if close:
-        connection.add(b"close")
+        connection += (b"close",)
         fields.append((b"Connection", b"close"))
     return ResponseHead(
         code,
@@ -147,7 +148,7 @@ def build_response(
         fields,
         content_length=length,
         chunked=chunked,
-        connection=frozenset(connection),
+        connection=connection,
     )
 
 
@@ -168,10 +169,6 @@ def _chunked(value: bytes, previous: bool) -> bool:
     if previous or value.lower() != b"chunked":
         raise ValueError(f"{_INVALID}: only one Transfer-Encoding: chunked is supported")
     return True
-
-
-def _tokens(value: bytes) -> list[bytes]:
-    return [token for item in value.lower().split(b",") if (token := item.strip(b" \t"))]
 
 
 def _field(name: bytes, value: bytes) -> tuple[bytes, bytes]:

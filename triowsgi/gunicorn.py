@@ -66,7 +66,7 @@ from gunicorn.sock import ssl_context as gunicorn_ssl_context
 from gunicorn.workers.base import Worker as BaseWorker
 
 from ._config import Config
-from ._logging import ACCESS_LOGGER, ERROR_LOGGER
+from ._logging import ACCESS_LOGGER, ACCESS_OFF, ERROR_LOGGER
 from ._server import ServerHandle, serve_listeners
 from ._wsgi import WSGIApp
 
@@ -190,8 +190,8 @@ class Worker(BaseWorker):  # type: ignore[misc]  # gunicorn has no type hints
                 continue  # configured by the user, or a logger_class we don't know
             # A handler even when off: without one, triowsgi would write to stderr.
             logger.handlers = list(source.handlers) if enabled else [logging.NullHandler()]
-            # Off: a level no record reaches, so no access line is even formatted.
-            logger.setLevel(source.getEffectiveLevel() if enabled else logging.CRITICAL + 1)
+            # Off: no access line is even formatted.
+            logger.setLevel(source.getEffectiveLevel() if enabled else ACCESS_OFF)
             logger.propagate = False
 
     async def _serve(self, options: dict[str, Any]) -> None:

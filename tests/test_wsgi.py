@@ -20,7 +20,7 @@ from conftest import RawClient, hello_app
 from triowsgi._framing import ResponseFraming
 from triowsgi._input import Input
 from triowsgi._response import ResponseHead, build_response, capitalize, parse_status
-from triowsgi._wsgi import ConnectionInfo, Responder, build_environ
+from triowsgi._wsgi import Batch, ConnectionInfo, Responder, build_environ
 
 Environ = dict[str, Any]
 
@@ -387,20 +387,32 @@ async def test_write_then_a_non_empty_iterable(start_server) -> None:
     )
 
 
+class RecordingChannel:
+    """A Responder's connection that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[Batch] = []
+
+    def must_close(self) -> bool:
+        return False
+
+    def send_from_thread(self, batch: Batch) -> None:
+        self.sent.append(batch)
+
+
 def test_write_before_start_response_is_an_assertion_error() -> None:
-    sent: list[object] = []
+    channel = RecordingChannel()
     responder = Responder(
         hello_app,
         {},
         method=b"GET",
         minimum_chunk_size=4096,
         capitalize_names=True,
-        close_connection=lambda: False,
-        send_from_thread=sent.append,
+        channel=channel,
     )
     with pytest.raises(AssertionError, match="before start_response"):
         responder.write(b"x")
-    assert sent == []
+    assert channel.sent == []
 
 
 async def test_start_response_twice_without_exc_info_is_a_500(start_server) -> None:

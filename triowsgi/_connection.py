@@ -37,6 +37,7 @@ from ._upgrade import TakenSocket, Tunnel
 from ._workers import WorkerPool
 from ._writer import ResponseWriter
 from ._wsgi import (
+    Batch,
     ConnectionInfo,
     Responder,
     WSGIApp,
@@ -185,9 +186,14 @@ class HTTPConnection:
                         break
                     if request is None:
                         break
-                    keep = await self._serve(request)
+                    # Served here, not in a helper: a coroutine per request is one more
+                    # object in flight for the garbage collector (see WorkerPool.run).
+                    self._reader.phase = Phase.BUSY
+                    await self._respond(request)
                     del request  # an idle (or taken) connection keeps nothing of it
-                    if not keep:
+                    if self._tunnel is not None or not await self._next_cycle():
+                        break
+                    if self._shutdown.closing:
                         break
                 if self._tunnel_handler is not None:
                     await self._run_tunnel_handler()
@@ -235,17 +241,9 @@ class HTTPConnection:
         self._log.debug(f"bad request from {self.peer}: {exc.status} {exc}")
         await self._writer.send_error(exc.status)
 
-    async def _serve(self, request: h11.Request) -> bool:
-        """Answer ``request``; True if the connection may carry another."""
-        self._reader.phase = Phase.BUSY
-        await self._respond(request)
-        if self._tunnel is not None:
-            return False
-        return await self._next_cycle() and not self._shutdown.closing
-
     # -- taken over by the app (see _upgrade.py) --------------------------------------
 
-    def _take_socket(self) -> TakenSocket:
+    def take_socket(self) -> TakenSocket:
         """``wsgi.input.get_socket()``, in the app's thread."""
         if self._taken is None:
             responder = self._take()
@@ -328,7 +326,7 @@ class HTTPConnection:
         environ["triowsgi.trio_token"] = self._workers.token
         environ["eventlet.set_idle"] = self._set_idle
         environ["triowsgi.take_stream"] = self._take_stream
-        body.take_socket = self._take_socket
+        body.taker = self
         if self._proxies is not None:
             self._proxies.apply(environ)
         responder = Responder(
@@ -337,8 +335,7 @@ class HTTPConnection:
             method=request.method,
             minimum_chunk_size=self._config.minimum_chunk_size,
             capitalize_names=self._config.capitalize_response_headers,
-            close_connection=self._must_close,
-            send_from_thread=self._writer.send_from_thread,
+            channel=self,
             sendfile=SENDFILE and self._direct is not None,
         )
         self._responder = responder
@@ -364,7 +361,9 @@ class HTTPConnection:
                 await self._in_thread(call_posthooks, hooks, environ, self._log)
             self._log_access(request, environ, status or responder.status_code, started, finished)
 
-    def _must_close(self) -> bool:
+    def must_close(self) -> bool:
+        """Whether the connection ends with the response being built (its head says
+        so)."""
         # A client still waiting for 100 Continue may or may not send its body: the
         # connection's framing is unknowable, so it ends with this response.
         return (
@@ -378,7 +377,8 @@ class HTTPConnection:
         """Run the app and send its response; the status code sent (for the access log)."""
         writer = self._writer
         try:
-            done, unsent = await self._in_thread(writer.produce, responder, responder.call_app)
+            # The function and its arguments, not bound methods: see WorkerPool.run.
+            done, unsent = await self._in_thread(ResponseWriter.produce, writer, responder, True)
             if responder.taken:
                 return self._taken_status(responder)
             while True:
@@ -393,7 +393,7 @@ class HTTPConnection:
                     await self._send_file(responder)
                     return responder.status_code
                 done, unsent = await self._in_thread(
-                    writer.produce, responder, responder.next_batch
+                    ResponseWriter.produce, writer, responder, False
                 )
         except (ClientDisconnected, SocketTimeout, trio.Cancelled):
             if self._direct is not None:
@@ -405,6 +405,11 @@ class HTTPConnection:
             raise
         except Exception as exc:
             return await self._app_failed(exc, responder)
+
+    def send_from_thread(self, batch: Batch) -> None:
+        """``write()``'s batch, in the app's thread: see
+        :meth:`ResponseWriter.send_from_thread`."""
+        self._writer.send_from_thread(batch)
 
     def _in_thread(self, fn: Callable[..., T], *args: Any) -> Awaitable[T]:
         # Abandoned on cancellation: only the shutdown grace period cancels app work, and

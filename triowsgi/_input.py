@@ -8,14 +8,21 @@ asks the connection to send ``100 Continue`` when the client is waiting for one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Protocol
 
 __all__ = ["Input"]
 
 # Lines longer than this are returned in pieces by readline(), as io does with a size;
 # without a cap one newline-free body would be buffered whole.
 _READLINE_CHUNK = 64 * 1024
+
+
+class SocketTaker(Protocol):
+    """The connection, as :meth:`Input.get_socket` hands it over (see _upgrade.py)."""
+
+    def take_socket(self) -> Any:
+        """The connection as a blocking socket, taken from the server."""
 
 
 class Input:
@@ -40,9 +47,11 @@ class Input:
         self._buffer: bytes | bytearray = prefetched
         self._pos = 0
         self._eof = complete
-        self.hundred_continue_headers: list[tuple[str, str]] = []
-        # Set by the connection: what get_socket() returns (see _upgrade.py).
-        self.take_socket: Callable[[], Any] | None = None
+        # Shared and immutable until set: an empty list per request would be one more
+        # object for the garbage collector while the request is in flight.
+        self.hundred_continue_headers: Sequence[tuple[str, str]] = ()
+        # Set by the connection: its take_socket() is what get_socket() returns.
+        self.taker: SocketTaker | None = None
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes, or to the end of the body if ``size`` is negative."""
@@ -93,9 +102,9 @@ class Input:
         another protocol on it (a WebSocket) once it has written its own ``101``. From
         then on the server writes nothing more on the connection, and closes it when
         the app returns; the app's thread holds no place in ``threads``."""
-        if self.take_socket is None:
+        if self.taker is None:
             raise OSError("this request's connection can't be taken over")
-        return self.take_socket()
+        return self.taker.take_socket()
 
     def set_hundred_continue_response_headers(
         self,

@@ -432,7 +432,7 @@ class RequestReader:
         if self.conn.they_are_waiting_for_100_continue and not self.response_started:
             if on_wait is not None:  # the body's wait follows: release the thread now
                 on_wait()
-            headers = self._input.hundred_continue_headers if self._input else []
+            headers = list(self._input.hundred_continue_headers if self._input else ())
             # h11 leaves the reason empty ("HTTP/1.1 100 \r\n"); send eventlet's line.
             interim = h11.InformationalResponse(
                 status_code=100, reason=b"Continue", headers=headers

@@ -49,8 +49,12 @@ class _Job(Generic[T]):
         self.task = task
         self.abandoned = False
 
-    def abort(self, _: Any) -> Abort:
-        """The waiting task was cancelled: skip the call, or drop its result."""
+    def __call__(self, _: Any) -> Abort:
+        """The abort function of the waiting task, called when it is cancelled: skip
+        the call, or drop its result.
+
+        The job itself, not a bound method: a call in flight is garbage-collector work
+        for every object it holds (see :meth:`WorkerPool.run`)."""
         self.abandoned = True
         return Abort.SUCCEEDED
 
@@ -98,10 +102,16 @@ class WorkerPool:
         re-raised. Await it at once: the call is queued when ``run`` is called.
 
         Not a coroutine function itself, so that a task waiting on a worker is a frame
-        shallower (each resumption of a task passes through every frame it awaits in)."""
+        shallower (each resumption of a task passes through every frame it awaits in).
+
+        Every object a call holds while it waits is the garbage collector's to visit:
+        with a hundred requests in flight, Python's youngest generation fills with them
+        and each collection walks them all, then promotes them (and the full
+        collections that follow walk the app's whole heap). So a call makes as few
+        objects as it can: pass functions and their arguments, not bound methods."""
         job: _Job[T] = _Job(fn, args, current_task())
         self._submit(job)
-        return trio.lowlevel.wait_task_rescheduled(job.abort)
+        return trio.lowlevel.wait_task_rescheduled(job)
 
     @property
     def saturated(self) -> bool:

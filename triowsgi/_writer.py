@@ -92,15 +92,16 @@ class ResponseWriter:
 
     # -- in the app's thread -----------------------------------------------------------
 
-    def produce(self, responder: Responder, step: Callable[[], Batch]) -> tuple[bool, Pieces]:
-        """In the app's thread: the response's next batches, written for as long as the
-        socket takes them at once. Whether the response is complete, and what is left
-        for the connection task to send (all of one batch on a TLS stream).
+    def produce(self, responder: Responder, first: bool) -> tuple[bool, Pieces]:
+        """In the app's thread: the response's next batches (``first``: the app is
+        called for the first), written for as long as the socket takes them at once.
+        Whether the response is complete, and what is left for the connection task to
+        send (all of one batch on a TLS stream).
 
         It stops after a batch when requests are waiting for a thread, as if each batch
         were its own trip: an endless stream must not keep them waiting for ever."""
         while True:
-            batch = step()
+            batch = responder.call_app() if first else responder.next_batch()
             if responder.taken:
                 return True, []
             pieces = self.frame(batch)
@@ -111,7 +112,7 @@ class ResponseWriter:
                 return self._start_file(responder, pieces)
             if batch.done or pieces or not self.sends_body or self._workers.saturated:
                 return batch.done, pieces
-            step = responder.next_batch
+            first = False
 
     def send_from_thread(self, batch: Batch) -> None:
         """``write()``: in the app's thread, which writes what the socket takes itself."""

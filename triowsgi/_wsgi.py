@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 from urllib.parse import unquote
@@ -153,6 +153,17 @@ def _add_headers(environ: dict[str, Any], raw_items: list[tuple[bytes, bytes]]) 
     environ["headers_raw"] = tuple(headers_raw)
 
 
+class ResponseChannel(Protocol):
+    """What a :class:`Responder` needs of its connection (an object, not two bound
+    methods: see :meth:`~._workers.WorkerPool.run` on objects held in flight)."""
+
+    def must_close(self) -> bool:
+        """Whether the connection ends with this response (for its head)."""
+
+    def send_from_thread(self, batch: Batch) -> None:
+        """In the app's thread: send ``batch``, blocking until it is written."""
+
+
 @dataclasses.dataclass(slots=True)
 class Batch:
     """Response bytes for the connection task to send.
@@ -169,10 +180,10 @@ class Batch:
 class Responder:
     """One request's side of the app: ``start_response``, ``write()`` and the iterable.
 
-    Every method except the constructor runs in a worker thread. ``send_from_thread``
-    sends a :class:`Batch` from that thread, blocking until the connection wrote it;
-    ``write()`` uses it. The result's ``close()`` is called exactly once, by whichever
-    of :meth:`call_app`, :meth:`next_batch` or :meth:`close` sees the end.
+    Every method except the constructor runs in a worker thread. ``write()`` sends its
+    :class:`Batch` through ``channel`` from that thread. The result's ``close()`` is
+    called exactly once, by whichever of :meth:`call_app`, :meth:`next_batch` or
+    :meth:`close` sees the end.
 
     With ``sendfile``, a ``wsgi.file_wrapper`` result of a regular file is not iterated:
     :meth:`call_app` returns its head and sets :attr:`file` to the bytes the connection
@@ -187,8 +198,7 @@ class Responder:
         method: bytes,
         minimum_chunk_size: int,
         capitalize_names: bool,
-        close_connection: Callable[[], bool],
-        send_from_thread: Callable[[Batch], None],
+        channel: ResponseChannel,
         sendfile: bool = False,
     ) -> None:
         self._app = app
@@ -196,11 +206,10 @@ class Responder:
         self._method = method
         self._chunk_size = minimum_chunk_size
         self._capitalize = capitalize_names
-        self._close_connection = close_connection
-        self._send_from_thread = send_from_thread
+        self._channel = channel
         self._sendfile = sendfile
         self.status: str | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.headers: Sequence[tuple[str, str]] = ()  # start_response's, as a list
         self.status_code = 0
         self.head_sent = False
         # The app took the connection over (see _upgrade.py): nothing of its response
@@ -236,7 +245,7 @@ class Responder:
         """PEP 3333's ``write()`` callable: sends ``data`` (and the head, the first time)."""
         if self.status is None:
             raise AssertionError("write() called before start_response()")
-        self._send_from_thread(Batch(self._head(None), [_as_bytes(data)], done=False))
+        self._channel.send_from_thread(Batch(self._head(None), [_as_bytes(data)], done=False))
 
     def call_app(self) -> Batch:
         """Call the app and collect its first batch (for a list: the whole response)."""
@@ -315,7 +324,7 @@ class Responder:
             self.headers,
             capitalize_names=self._capitalize,
             content_length=content_length,
-            close=self._close_connection(),
+            close=self._channel.must_close(),
         )
         self.status_code = head.status_code
         self.head_sent = True

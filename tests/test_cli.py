@@ -389,6 +389,58 @@ def test_keepalive_0_closes_after_each_response(app_dir: Path) -> None:
         assert server.stop() == 0
 
 
+HEAP_APP = """
+import gc
+import json
+import weakref
+
+
+class Node:
+    pass
+
+
+# Garbage left by the import: a reference cycle nothing else refers to.
+cycle = Node()
+cycle.self = cycle
+left_over = weakref.ref(cycle)
+del cycle
+
+# Made by the import and kept: the app's own long-lived objects.
+kept = Node()
+
+
+def app(environ, start_response):
+    body = json.dumps({
+        "frozen": gc.get_freeze_count(),
+        "kept_frozen": not any(obj is kept for obj in gc.get_objects()),
+        "garbage_collected": left_over() is None,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+def test_the_loaded_app_is_taken_out_of_gc_scans(app_dir: Path) -> None:
+    (app_dir / "heapapp.py").write_text(HEAP_APP)
+    with serving("--bind", "127.0.0.1:0", "heapapp:app", cwd=app_dir) as server:
+        heap = get_json(f"http://127.0.0.1:{server.port}/")
+        assert server.stop() == 0
+    assert heap["frozen"] > 0
+    assert heap["kept_frozen"]
+    # Collected before the freeze: garbage frozen would never be freed.
+    assert heap["garbage_collected"]
+
+
+def test_no_gc_freeze_leaves_the_collector_alone(app_dir: Path) -> None:
+    (app_dir / "heapapp.py").write_text(HEAP_APP)
+    args = ("--bind", "127.0.0.1:0", "--no-gc-freeze", "heapapp:app")
+    with serving(*args, cwd=app_dir) as server:
+        heap = get_json(f"http://127.0.0.1:{server.port}/")
+        assert server.stop() == 0
+    assert heap["frozen"] == 0
+    assert not heap["kept_frozen"]
+
+
 def test_client_limit_flags_set_the_options() -> None:
     args = _parser().parse_args(
         ["--body-timeout", "5", "--body-min-rate", "100", "--send-timeout", "inf", "a:b"]

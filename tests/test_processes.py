@@ -31,6 +31,7 @@ from triowsgi._processes import (
 pytest.importorskip("gunicorn.app.base")  # not on Windows, nor installed
 
 PROCESS_APP = """
+import gc
 import os
 import sys
 import time
@@ -41,6 +42,9 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/multiprocess":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(environ["wsgi.multiprocess"]).encode()]
+    if environ["PATH_INFO"] == "/frozen":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(gc.get_freeze_count() > 0).encode()]
     if environ["PATH_INFO"] == "/slow":
         print(f"slow request started in {os.getpid()}", file=sys.stderr, flush=True)
         go = Path(environ["QUERY_STRING"])
@@ -92,6 +96,8 @@ def test_two_workers_answer_and_term_drains_a_request_in_flight(app_dir: Path) -
         assert server.proc.pid not in workers  # the workers answer, not the arbiter
         # PEP 3333: several processes serve the app.
         assert request(server.port, path="/multiprocess") == (200, "True")
+        # Each worker took the app it loaded out of the garbage collector's scans.
+        assert request(server.port, path="/frozen") == (200, "True")
 
         go = app_dir / "go"
         in_flight = BackgroundGet(f"http://127.0.0.1:{server.port}/slow?{go}")

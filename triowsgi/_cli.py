@@ -25,7 +25,7 @@ import trio
 
 from . import __version__
 from ._config import Config, check_port
-from ._loading import CLIError, load_app, split_spec
+from ._loading import CLIError, freeze_heap, load_app, split_spec
 from ._logging import ACCESS_LOGGER, ACCESS_OFF
 from ._processes import GUNICORN_MISSING, arbiter_settings, run_arbiter
 from ._server import serve_main
@@ -56,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if args.workers > 1:
             _run_processes(args, binds, options)
         app = load_app(args.app, factory=args.factory)
+        if args.gc_freeze:
+            freeze_heap()
     except CLIError as exc:
         print(f"triowsgi: error: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -83,7 +85,7 @@ def _run_processes(
         access_log=args.access_log,
     )
     try:
-        run_arbiter(args.app, args.factory, settings, options)
+        run_arbiter(args.app, args.factory, settings, options, gc_freeze=args.gc_freeze)
     except ImportError as exc:
         if exc.name != "gunicorn" and not (exc.name or "").startswith("gunicorn."):
             raise
@@ -177,6 +179,13 @@ def _parser() -> argparse.ArgumentParser:
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="default info",
+    )
+    add(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="once the app is loaded, take it out of the garbage collector's scans "
+        "(gc.freeze(); default on)",
     )
     add("--debug", action="store_true", help="send tracebacks in 500 responses")
     return p

@@ -20,7 +20,7 @@ import math
 from typing import Any, Final, NoReturn
 
 from ._config import Config
-from ._loading import CLIError, load_app
+from ._loading import CLIError, freeze_heap, load_app
 
 __all__ = ["GUNICORN_MISSING", "arbiter_settings", "run_arbiter"]
 
@@ -64,9 +64,15 @@ def arbiter_settings(
 
 
 def run_arbiter(
-    app_spec: str, factory: bool, settings: dict[str, Any], options: dict[str, Any]
+    app_spec: str,
+    factory: bool,
+    settings: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    gc_freeze: bool,
 ) -> NoReturn:
-    """Run gunicorn's arbiter; it exits the process when it stops.
+    """Run gunicorn's arbiter; it exits the process when it stops. With ``gc_freeze``,
+    each worker freezes its heap once it has loaded the app (see :func:`freeze_heap`).
 
     Raises:
         ImportError: gunicorn is not installed (say :data:`GUNICORN_MISSING`).
@@ -91,9 +97,12 @@ def run_arbiter(
             # In each worker, as gunicorn does: the arbiter never imports the app, so
             # the workers that HUP starts import the code as it is then.
             try:
-                return load_app(app_spec, factory=factory)
+                app = load_app(app_spec, factory=factory)
             except CLIError as exc:
                 raise AppImportError(f"triowsgi: error: {exc}") from None
+            if gc_freeze:
+                freeze_heap()
+            return app
 
     Application().run()
     raise SystemExit(0)  # the arbiter exits by itself; never reached

@@ -34,8 +34,14 @@ def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     return [BODY]
 
 
-def _never(batch: Batch) -> None:
-    raise AssertionError("a list response needs no write()")
+class _NoWrites:
+    """The Responder's connection: a list response sends nothing through it."""
+
+    def must_close(self) -> bool:
+        return False
+
+    def send_from_thread(self, batch: Batch) -> None:
+        raise AssertionError("a list response needs no write()")
 
 
 def h11_only(cycles: int) -> None:
@@ -69,8 +75,7 @@ def triowsgi_logic(cycles: int) -> None:
             method=request.method,
             minimum_chunk_size=CONFIG.minimum_chunk_size,
             capitalize_names=True,
-            close_connection=bool,
-            send_from_thread=_never,
+            channel=_NoWrites(),
         )
         batch = responder.call_app()
         assert batch.head is not None

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from . import apps, report
+from . import files, report
 from .load import IDLE_OPEN_CONCURRENCY, WRK_SCRIPT, IdleResult, Load, WrkResult, run_idle, run_wrk
 from .servers import (
     REPO,
@@ -446,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "idle" in args.scenarios:
         raise_fd_limit(args.idle_connections + 1024)
     if "file" in args.scenarios:
-        apps.ensure_file()  # before any server reads it; then it is in the page cache
+        files.ensure_file()  # before any server reads it; then it is in the page cache
     installs = inspect_installs(args.servers)
     harness = Harness(args, pick_cpus(args.server_cpu, args.client_cpu), installs)
     load_average = os.getloadavg()

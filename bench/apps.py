@@ -15,13 +15,12 @@ it once per server process which h11 build triowsgi parses with there.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, BinaryIO, Final
+
+from .files import FILE_BLOCK_SIZE, FILE_PATH, FILE_SIZE
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -31,10 +30,6 @@ STREAM_CHUNK: Final = b"x" * (64 * 1024)
 STREAM_CHUNKS: Final = 16  # 16 x 64 KiB = 1 MiB
 BLOCKING_SECONDS: Final = 0.050  # a blocking database call
 UPLOAD_REPLY: Final = b"received\n"
-FILE_SIZE: Final = 16 * 1024 * 1024
-# PEP 3333's example block size, and werkzeug's wrap_file's (Flask's send_file).
-FILE_BLOCK_SIZE: Final = 8192
-FILE_PATH: Final = Path(tempfile.gettempdir()) / f"triowsgi-bench-{FILE_SIZE}.bin"
 
 
 def _text(start_response: StartResponse, body: bytes) -> list[bytes]:
@@ -69,15 +64,6 @@ def upload(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
 def blocking(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     time.sleep(BLOCKING_SECONDS)
     return _text(start_response, HELLO_BODY)
-
-
-def ensure_file() -> Path:
-    """Write the ``file`` scenario's file if it is missing (atomically: servers may race)."""
-    if not (FILE_PATH.exists() and FILE_PATH.stat().st_size == FILE_SIZE):
-        part = FILE_PATH.with_name(f"{FILE_PATH.name}.{os.getpid()}")
-        part.write_bytes(bytes(range(256)) * (FILE_SIZE // 256))
-        os.replace(part, FILE_PATH)
-    return FILE_PATH
 
 
 class FileBlocks:
@@ -153,7 +139,7 @@ ROUTES: Final = {
 
 def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
     """The benchmark app: ``/`` hello, ``/stream``, ``/upload`` (POST), ``/blocking``,
-    ``/file`` (:func:`ensure_file` must have written the file), ``/flask/...`` and
+    ``/file`` (:func:`bench.files.ensure_file` must have written the file), ``/flask/...`` and
     ``/django/...``."""
     path = environ["PATH_INFO"]
     route = ROUTES.get(path)

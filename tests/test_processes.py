@@ -98,7 +98,8 @@ def test_two_workers_answer_and_term_drains_a_request_in_flight(app_dir: Path) -
         assert server.proc.pid not in workers  # the workers answer, not the arbiter
         # PEP 3333: several processes serve the app.
         assert request(server.port, path="/multiprocess") == (200, "True")
-        # Each worker took the app it loaded out of the garbage collector's scans.
+        # The worker that answers took the app it loaded out of the garbage collector's
+        # scans (each worker loads and freezes its own).
         assert request(server.port, path="/frozen") == (200, "True")
 
         go = app_dir / "go"

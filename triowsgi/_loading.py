@@ -59,8 +59,9 @@ def freeze_heap() -> None:
     all, and under load a server makes full collections often (each request's objects
     in flight are promoted until one is due): with a framework's few hundred thousand
     objects, that was 6 us of a Flask request's ~250 (bench/NOTES.md). Frozen objects
-    are still freed by reference counting; only a reference cycle among them, broken
-    later, is never collected. The collection first keeps the import's own garbage out.
+    are still freed by reference counting; only a reference cycle among them that later
+    becomes unreachable (dropped from a cache, say) is never collected, nor anything only
+    it refers to. The collection first keeps the import's own garbage out.
     """
     gc.collect()
     gc.freeze()

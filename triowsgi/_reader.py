@@ -231,7 +231,7 @@ class RequestReader:
                     deadline = None  # from this first byte: see below
                 prefix = self._head_prefix(data)
             received.append(data)
-            if self.conn is _WAITING:  # the head's first bytes came without a wait
+            if self.conn is _WAITING:  # the head's first bytes: its state machine
                 self.conn = self._new_conn()
             self.conn.receive_data(data)
             event = self._next_event(prefix)
@@ -522,9 +522,10 @@ class RequestReader:
         """The next bytes from the client (``b""`` at EOF), waiting at most ``timeout``
         for them, and not past ``until``. ``evictable``: the wait is for the ``first``
         head or a later one, with nothing buffered: meanwhile :class:`Slots` may evict the
-        connection or end it at its deadline, and if it had to wait, ``conn`` is a fresh
-        state machine afterwards (see :data:`_WAITING`). The time spent waiting is added to the
-        body's (``_body_waited``). ``on_wait`` is called when the read has to wait.
+        connection or end it at its deadline, and if it had to wait, ``conn`` is
+        :data:`_WAITING` afterwards (:meth:`read_request` makes a state machine). The time
+        spent waiting is added to the body's (``_body_waited``). ``on_wait`` is called
+        when the read has to wait.
 
         On a plain socket: a direct read, and only when nothing has arrived a wait for
         the socket, two frames deep. An idle connection's memory is mostly its suspended
@@ -578,8 +579,8 @@ class RequestReader:
         return math.inf if reaped else timeout
 
     def _end_waiting(self) -> None:
+        # (conn stays the stand-in: read_request makes one when it feeds the bytes.)
         self._slots.active(self._owner)
-        self.conn = self._new_conn()
 
     async def _wait_readable(self, timeout: float) -> None:
         assert isinstance(self._stream, trio.SocketStream)

@@ -1,13 +1,13 @@
 """``python -m bench.pool RESULTS.md...``: the ratios to eventlet over several harness runs.
 
-One run's interquartile range says how its rounds spread within its twenty minutes; on
-this kind of machine the next hour can sit outside it (bench/NOTES.md has runs of the same
-code an hour apart differing by more than their ranges). This pools the rounds of several
-``results/*.md`` files: each round's ratio is still taken within its own round (server
-and eventlet measured seconds apart), then the median and interquartile range are taken
-over every round of every run, next to each run's own median. Pool runs of one server
-revision (each file's is printed with it) to say what a user measuring at some other
-hour should expect.
+One run's interquartile range covers only that run; on this kind of machine the next run
+of the same code can fall outside it (bench/NOTES.md has runs minutes and hours apart that
+differ by more than their ranges). This pools the rounds of several ``results/*.md``
+files: each round's ratio is still taken within its own round (server and eventlet
+measured seconds apart), then the median and interquartile range are taken over every
+round of every run, next to each run's own median. Pool runs of one server code (each
+file's revision is printed with it) to say what a user measuring at another time should
+expect; a run with more rounds weighs more.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from typing import Final
 
 from .report import BASELINE, quartiles
 
-# A row of a results file's "Every run" table: scenario, server, round, "N req/s, M us CPU".
+# A row of a results file's "Every run" table: scenario, server, round, then "N req/s, M us
+# CPU" (M is "-" when the CPU was not measured; the file scenario adds the RSS peak).
 _ROUND_ROW: Final = re.compile(
     r"^\| (?P<load>[^|]+) \| (?P<server>[^|]+) \| (?P<round>\d+) \| "
-    r"(?P<rps>[\d,.]+) req/s, (?P<cpu>[\d,.]+) us CPU \|"
+    r"(?P<rps>[\d,.]+) req/s, (?P<cpu>[\d,.]+|-) us CPU[^|]*\|"
 )
-_REVISION: Final = re.compile(r"^- triowsgi source: git (\S+)", re.MULTILINE)
+# "git <rev>", and " with uncommitted changes in triowsgi/" when the run measured some.
+_REVISION: Final = re.compile(r"^- triowsgi source: (.+)$", re.MULTILINE)
 _STARTED: Final = re.compile(r"Started (\d{4}-\d\d-\d\d \d\d:\d\d)")
 
 
@@ -38,13 +40,21 @@ class Run:
     path: Path
     revision: str
     started: str
-    rps: dict[tuple[str, str], dict[int, float]]
-    cpu: dict[tuple[str, str], dict[int, float]]
+    rps: dict[tuple[str, str], dict[int, float]] = dataclasses.field(default_factory=dict)
+    cpu: dict[tuple[str, str], dict[int, float | None]] = dataclasses.field(default_factory=dict)
+
+    def paired_rounds(self, load: str, server: str) -> list[int]:
+        """The rounds in which both the server and eventlet were measured."""
+        mine, base = self.rps.get((load, server), {}), self.rps.get((load, BASELINE), {})
+        return [r for r in sorted(mine) if base.get(r)]
 
     def ratios(self, load: str, server: str) -> list[float]:
-        """req/s over eventlet's in the same round, for every round both were measured."""
-        mine, base = self.rps.get((load, server), {}), self.rps.get((load, BASELINE), {})
-        return [mine[r] / base[r] for r in sorted(mine) if base.get(r)]
+        """req/s over eventlet's in the same round, for every paired round."""
+        rounds = self.paired_rounds(load, server)
+        if not rounds:
+            return []
+        mine, base = self.rps[(load, server)], self.rps[(load, BASELINE)]
+        return [mine[r] / base[r] for r in rounds]
 
 
 def read_run(path: Path) -> Run:
@@ -52,7 +62,7 @@ def read_run(path: Path) -> Run:
     text = path.read_text()
     revision = _REVISION.search(text)
     started = _STARTED.search(text)
-    run = Run(path, revision[1] if revision else "?", started[1] if started else "?", {}, {})
+    run = Run(path, revision[1].strip() if revision else "?", started[1] if started else "?")
     for line in text.splitlines():
         row = _ROUND_ROW.match(line)
         if row is None:
@@ -60,15 +70,18 @@ def read_run(path: Path) -> Run:
         key = (row["load"].strip(), row["server"].strip())
         round_ = int(row["round"])
         run.rps.setdefault(key, {})[round_] = float(row["rps"].replace(",", ""))
-        run.cpu.setdefault(key, {})[round_] = float(row["cpu"].replace(",", ""))
+        cpu = row["cpu"]
+        run.cpu.setdefault(key, {})[round_] = None if cpu == "-" else float(cpu.replace(",", ""))
     if not run.rps:
         raise ValueError(f"{path}: no 'Every run' rows (is it a results file of bench?)")
     return run
 
 
 def pooled_table(runs: Sequence[Run], loads: Sequence[str] | None = None) -> list[str]:
-    """Markdown rows: per load and server, the pooled median ratio (IQR), the range of
-    the runs' own medians, the rounds pooled and the median CPU per request."""
+    """Markdown rows: per load and server, the rounds pooled (and the runs they came
+    from), the pooled median ratio to eventlet with its interquartile range, each run's
+    own median in the order of ``runs`` ("-" for a run without the pair), and the median
+    CPU per request over the same rounds."""
     lines = [
         "| load | server | rounds (runs) | vs eventlet, pooled (IQR) | each run's median "
         "| CPU us/request, pooled |",
@@ -80,18 +93,24 @@ def pooled_table(runs: Sequence[Run], loads: Sequence[str] | None = None) -> lis
     for load, server in keys:
         if loads and load not in loads:
             continue
-        per_run = [run.ratios(load, server) for run in runs if (load, server) in run.rps]
+        per_run = [run.ratios(load, server) for run in runs]
         pooled = [ratio for ratios in per_run for ratio in ratios]
-        cpu = [c for run in runs for c in run.cpu.get((load, server), {}).values()]
         if not pooled:
             continue
-        q1, q3 = quartiles(pooled)
-        medians = ", ".join(f"{statistics.median(r):.2f}x" for r in per_run if r)
-        lines.append(
-            f"| {load} | {server} | {len(pooled)} ({len(per_run)}) | "
-            f"{statistics.median(pooled):.2f}x ({q1:.2f}-{q3:.2f}) | {medians} | "
-            f"{statistics.median(cpu):.0f} |"
-        )
+        cpu = [
+            value
+            for run in runs
+            for r in run.paired_rounds(load, server)
+            if (value := run.cpu[(load, server)][r]) is not None
+        ]
+        medians = ", ".join(f"{statistics.median(r):.2f}x" if r else "-" for r in per_run)
+        ratio = f"{statistics.median(pooled):.2f}x"
+        if server != BASELINE:
+            q1, q3 = quartiles(pooled)
+            ratio += f" ({q1:.2f}-{q3:.2f})"
+        counted = f"{len(pooled)} ({sum(1 for r in per_run if r)})"
+        cpu_cell = f"{statistics.median(cpu):.0f}" if cpu else "-"
+        lines.append(f"| {load} | {server} | {counted} | {ratio} | {medians} | {cpu_cell} |")
     return lines
 
 
@@ -104,13 +123,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         runs = [read_run(path) for path in args.results]
     except (OSError, ValueError) as exc:
         p.error(str(exc))
+    found = {load for run in runs for load, _ in run.rps}
+    wanted = args.loads.split(",") if args.loads else None
+    if wanted and (missing := [load for load in wanted if load not in found]):
+        p.error(f"no results for load(s) {missing}; the files have {sorted(found)}")
     for run in runs:
-        print(f"- {run.path}: git {run.revision}, started {run.started}")
+        print(f"- {run.path}: {run.revision}, started {run.started}")
     revisions = {run.revision for run in runs}
     if len(revisions) > 1:
         print(f"  (note: {len(revisions)} revisions pooled: {', '.join(sorted(revisions))})")
     print()
-    print("\n".join(pooled_table(runs, args.loads.split(",") if args.loads else None)))
+    print("\n".join(pooled_table(runs, wanted)))
 
 
 if __name__ == "__main__":

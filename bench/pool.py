@@ -50,11 +50,10 @@ class Run:
 
     def ratios(self, load: str, server: str) -> list[float]:
         """req/s over eventlet's in the same round, for every paired round."""
-        rounds = self.paired_rounds(load, server)
-        if not rounds:
-            return []
-        mine, base = self.rps[(load, server)], self.rps[(load, BASELINE)]
-        return [mine[r] / base[r] for r in rounds]
+        return [
+            self.rps[(load, server)][r] / self.rps[(load, BASELINE)][r]
+            for r in self.paired_rounds(load, server)
+        ]
 
 
 def read_run(path: Path) -> Run:

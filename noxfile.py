@@ -4,6 +4,7 @@ machine has), ``nox -s tests_speed`` (the suite on the ``speed`` install, newest
 ``nox -s fuzz`` (a long property-test run) and ``nox -s bench`` (about 25 minutes on a
 quiet machine)."""
 
+import os
 from pathlib import Path
 
 import nox
@@ -27,19 +28,27 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS)
 def tests_versions(session: nox.Session) -> None:
-    """Run the test suite on each supported Python found (``python3.X`` on the PATH)."""
-    session.install(".[test]")
+    """Run the test suite on each supported Python found (``python3.X`` on the PATH), on
+    the pure Python build (``TRIOWSGI_NO_EXTENSIONS``: what a machine without a C compiler
+    installs; ``tests`` and ``tests_speed`` run the compiled one where it can be built)."""
+    session.install(".[test]", env={"TRIOWSGI_NO_EXTENSIONS": "1"})
+    check = "from triowsgi._compiled import COMPILED; assert not COMPILED"
+    session.run("python", "-I", "-c", check)
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHONS[-1])
 def tests_speed(session: nox.Session) -> None:
-    """Run the test suite with the ``speed`` extra (h11 compiled with mypyc), on the
-    newest supported Python."""
+    """Run the test suite with the ``speed`` extra (h11 compiled with mypyc) and the
+    request modules compiled, on the newest supported Python."""
     session.install(".[test,speed]")
-    # The extra really is installed, and triowsgi picks it: else this would pass on h11.
+    # The extra really is installed, and triowsgi picks it: else this would pass on h11;
+    # and the request modules are compiled (hatch_build.py; .ci/run makes sure of a C
+    # compiler). -I: the installed triowsgi, not the source tree in the working directory
+    # (pytest imports the installed one too).
     check = "from triowsgi._h11 import BUILD; assert BUILD == 'h11-mypyc', BUILD"
-    session.run("python", "-c", check)
+    session.run("python", "-I", "-c", check)
+    session.run("python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert COMPILED")
     session.run("pytest", *session.posargs)
 
 
@@ -83,6 +92,9 @@ BENCH_PEERS = (
 # bench/djangosite/): every server's interpreter serves them.
 BENCH_APPS = ("flask", "django")
 
+# What `python hatch_build.py --inplace` needs besides triowsgi's own dependencies.
+COMPILE_IN_PLACE = ("mypy", "setuptools")
+
 # The harness's option, the virtualenv's name and what is pip-installed into it.
 BENCH_INSTALLS = (
     ("--triowsgi-python", "triowsgi", "."),
@@ -98,7 +110,7 @@ def bench(session: nox.Session) -> None:
     --scenarios hello``. Without arguments, the WebSocket benchmark (``nox -s bench_ws``)
     follows.
     """
-    session.install(".", *BENCH_PEERS, *BENCH_APPS, "matplotlib")
+    session.install(".", *BENCH_PEERS, *BENCH_APPS, "matplotlib", *COMPILE_IN_PLACE)
     # The two triowsgi rows measure what a user installs: each runs in a virtualenv that
     # holds that install and the apps' frameworks, nothing else (the harness checks which
     # h11 each one parses with). They live inside this session's virtualenv: when nox
@@ -112,9 +124,18 @@ def bench(session: nox.Session) -> None:
         install = [str(python), "-m", "pip", "install", "--quiet", requirement, *BENCH_APPS]
         session.run(*install, external=True)
         pythons += [option, str(python)]
-    session.run("python", "-m", "bench", *pythons, *session.posargs)
-    if not session.posargs:
-        session.run("python", "-m", "bench.ws")
+    # The servers run this tree's code (the harness puts it first on their path): its
+    # request modules are compiled in place, as a wheel compiles them, for the run.
+    compiled = not os.environ.get("TRIOWSGI_NO_EXTENSIONS")
+    if compiled:
+        session.run("python", "hatch_build.py", "--inplace")
+    try:
+        session.run("python", "-m", "bench", *pythons, *session.posargs)
+        if not session.posargs:
+            session.run("python", "-m", "bench.ws")
+    finally:
+        if compiled:
+            session.run("python", "hatch_build.py", "--clean")
 
 
 @nox.session

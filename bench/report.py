@@ -125,9 +125,14 @@ def machine(installs: dict[str, Install]) -> list[str]:
             lines.append(
                 f"{name}: {where}, `{shown_path(install.python)}` (Python "
                 f"{install.python_version}): {_versions(install.versions)}; parses with "
-                f"{install.h11_build} (checked in every server process)"
+                f"{install.h11_build} (checked in every server process); "
+                f"request modules {_modules(install)}"
             )
     return [*lines, f"triowsgi source: {_git_revision()}", f"Load generator: {wrk}"]
+
+
+def _modules(install: Install) -> str:
+    return "compiled (hatch_build.py)" if install.compiled else "in plain Python"
 
 
 def _versions(versions: dict[str, str | None]) -> str:
@@ -419,6 +424,9 @@ def performance(
     relative to that README."""
     rows = {n: i for n, i in installs.items() if i.h11_build}
     builds = "; ".join(f"`{n}` parses with {i.h11_build}" for n, i in rows.items())
+    if rows:
+        modules = {_modules(install) for install in rows.values()}
+        builds += f"; their request modules {' / '.join(sorted(modules))}"
     if all(i.python != sys.executable for i in rows.values()):
         builds += "; each is installed alone (with Flask and Django) in a virtualenv of its own"
     lines = [

@@ -185,10 +185,14 @@ class Install:
     python_version: str
     versions: dict[str, str | None]  # distribution: version, None when not installed
     h11_build: str | None  # what triowsgi parses with there; None when not asked
+    # Whether triowsgi's request modules are compiled there (hatch_build.py); None when
+    # not asked.
+    compiled: bool | None = None
 
 
 # Run in a server's interpreter, as the server runs (same cwd and PYTHONPATH): the
-# versions of the distributions named in argv, and the h11 build triowsgi picks there.
+# versions of the distributions named in argv, the h11 build triowsgi picks there and
+# whether its request modules are compiled.
 _INSTALL_PROBE: Final = """
 import importlib.metadata, json, platform, sys
 versions = {}
@@ -197,10 +201,11 @@ for name in sys.argv[2:]:
         versions[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         versions[name] = None
-build = None
+build = compiled = None
 if sys.argv[1] == "triowsgi":
     from triowsgi._h11 import BUILD as build
-print(json.dumps([platform.python_version(), versions, build]))
+    from triowsgi._compiled import COMPILED as compiled
+print(json.dumps([platform.python_version(), versions, build, compiled]))
 """
 
 
@@ -212,13 +217,13 @@ def inspect_install(server: Server) -> Install:
     done = subprocess.run(argv, cwd=REPO, env=_env(), capture_output=True, text=True)
     if done.returncode != 0:
         raise ServerFailed(f"{server.name}: `{server.python}` fails: {done.stderr.strip()}")
-    version, versions, build = json.loads(done.stdout)
+    version, versions, build, compiled = json.loads(done.stdout)
     if build != server.h11_build:
         raise ServerFailed(
             f"{server.name} must parse with {server.h11_build}, but triowsgi picks {build} "
             f"in `{server.python}`"
         )
-    return Install(server.python, version, versions, build)
+    return Install(server.python, version, versions, build, compiled)
 
 
 def pinned(cpu: int | None, argv: list[str]) -> list[str]:

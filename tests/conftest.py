@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +24,34 @@ def h11_build() -> str:
     the ``speed`` extra made it importable (``nox -s tests_speed``), else ``h11``."""
     name = "h11-mypyc" if importlib.util.find_spec("h11_mypyc") is not None else "h11"
     return f"{name} {importlib.metadata.version(name)}"
+
+
+def builds() -> str:
+    """What the start-up debug line must say of the builds: :func:`h11_build`, and
+    whether the request modules are compiled (hatch_build.py) where triowsgi is found."""
+    spec = importlib.util.find_spec("triowsgi._wsgi")
+    assert spec is not None and spec.origin is not None
+    modules = "in plain Python" if spec.origin.endswith(".py") else "compiled"
+    return f"{h11_build()}, request modules {modules}"
+
+
+def _refuse_stale_compiled_modules() -> None:
+    # A module compiled in place (`python hatch_build.py --inplace`) is imported instead
+    # of its source: one older than its source would have these tests test old code.
+    package = Path(triowsgi.__file__).parent
+    if "site-packages" in package.parts:
+        return  # an installed wheel: built from the sources it holds
+    for compiled in package.glob("*.so"):
+        source = package / f"{compiled.name.split('.')[0]}.py"
+        if source.exists() and source.stat().st_mtime > compiled.stat().st_mtime:
+            pytest.exit(
+                f"{compiled.name} is older than {source.name}: run "
+                "`python hatch_build.py --inplace` (or --clean)",
+                returncode=2,
+            )
+
+
+_refuse_stale_compiled_modules()
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import trustme
-from conftest import h11_build
+from conftest import builds
 
 import triowsgi
 from triowsgi._cli import _options, _parser
@@ -566,11 +566,11 @@ def test_log_format_shapes_the_access_line(app_dir: Path) -> None:
         assert server.stop() == 0
 
 
-def test_log_level_debug_shows_the_h11_build(app_dir: Path) -> None:
+def test_log_level_debug_shows_the_builds(app_dir: Path) -> None:
     args = ("--bind", "127.0.0.1:0", "--log-level", "debug", "plainapp:app")
     with serving(*args, cwd=app_dir) as server:
         line = server.wait_for("parsing HTTP with")
-        assert line.endswith(f"wsgi parsing HTTP with {h11_build()}")
+        assert line.endswith(f"wsgi parsing HTTP with {builds()}")
         assert server.stop() == 0
 
 

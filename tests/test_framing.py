@@ -166,6 +166,25 @@ def test_fewer_bytes_than_the_content_length_are_an_error_at_the_end() -> None:
     assert not framing.reusable
 
 
+def test_a_file_body_counts_against_the_content_length_as_data_does() -> None:
+    framing = framed([("Content-Length", "5")])
+    framing.data(b"ab")
+    framing.file_body(3)
+    assert framing.end() == b"" and framing.reusable
+    framing = framed([("Content-Length", "5")])
+    with pytest.raises(FramingError, match="Too much data"):
+        framing.file_body(6)
+    assert not framing.reusable
+
+
+def test_a_file_body_needs_a_content_length() -> None:
+    # Chunked framing would have to surround the file's bytes: never sent by sendfile.
+    framing = framed([])
+    with pytest.raises(FramingError, match="Content-Length"):
+        framing.file_body(3)
+    assert not framing.reusable
+
+
 def test_a_chunked_body_skips_empty_data_and_passes_bytes_uncopied() -> None:
     framing = framed([])
     data = b"x" * 20

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from conftest import RawClient, StartServer, h11_build, hello_app
+from conftest import RawClient, StartServer, builds, hello_app
 from test_server import reset
 
 import triowsgi
@@ -109,7 +109,7 @@ async def test_access_lines_go_to_the_triowsgi_access_logger(start_server: Start
     # The startup lines are not access lines.
     assert errors.messages == [
         f"({os.getpid()}) wsgi starting up on http://127.0.0.1:{server.port}",
-        f"({os.getpid()}) wsgi parsing HTTP with {h11_build()}",
+        f"({os.getpid()}) wsgi parsing HTTP with {builds()}",
     ]
 
 
@@ -189,14 +189,14 @@ async def test_a_logger_gets_debug_lines_at_debug(start_server: StartServer) -> 
     assert bad.levelno == logging.DEBUG
 
 
-async def test_a_debug_startup_line_names_the_h11_build(start_server: StartServer) -> None:
+async def test_a_debug_startup_line_names_the_builds(start_server: StartServer) -> None:
     # How an operator tells whether the speed extra is in use (docs/deploying.md): the
     # line names the build this process imported, on either install.
     with collecting("test.triowsgi.site") as site:
         await start_server(hello_app, log=logging.getLogger("test.triowsgi.site"))
     [line] = [r for r in site.records if "parsing HTTP" in r.getMessage()]
     assert line.levelno == logging.DEBUG
-    assert line.getMessage() == f"({os.getpid()}) wsgi parsing HTTP with {h11_build()}"
+    assert line.getMessage() == f"({os.getpid()}) wsgi parsing HTTP with {builds()}"
 
 
 # -- log=<a file> ----------------------------------------------------------------------

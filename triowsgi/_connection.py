@@ -264,7 +264,7 @@ class HTTPConnection:
         connection, or gave to start_response; else 101 (a handler writes it later)."""
         if self._tunnel is not None and self._tunnel.status:
             return self._tunnel.status
-        status = responder.status or ""
+        status = responder.status if isinstance(responder.status, str) else ""
         return int(status[:3]) if status[:3].isdigit() else 101
 
     def _take_stream(self, handler: TunnelHandler) -> None:

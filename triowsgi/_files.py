@@ -28,7 +28,7 @@ import io
 import os
 import stat
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Final, cast, final
+from typing import Any, Final, final
 
 from ._direct import DirectSocket
 from ._framing import ResponseFraming
@@ -85,8 +85,8 @@ class FileWrapper:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FileSpan:
-    """``count`` bytes of the file open as ``fd``, from ``offset``: the stand-in for a
-    body's bytes in the response's framing, which takes only its ``len()``."""
+    """``count`` bytes of the file open as ``fd``, from ``offset``: a body that goes by
+    sendfile (its framing counts only its ``len()``)."""
 
     fd: int
     offset: int
@@ -130,10 +130,7 @@ def file_span(result: object) -> FileSpan | None:
 
 def start_body(framing: ResponseFraming, span: FileSpan) -> None:
     """Tell ``framing`` that ``span``'s bytes are the body of the response it framed."""
-    data = cast(bytes, span)  # framing takes only len() of what it passes through
-    pieces = framing.data(data)
-    # Content-Length framing (the Responder makes sure of it): nothing around the body.
-    assert pieces is not None and len(pieces) == 1 and pieces[0] is data
+    framing.file_body(len(span))  # (the Responder made the head Content-Length framed)
 
 
 def sendfile_now(direct: DirectSocket, span: FileSpan) -> FileSpan | None:

@@ -119,10 +119,7 @@ class ResponseFraming:
         """
         body = self._body
         if body is _Body.LENGTH:
-            if len(data) > self._remaining:
-                self._fail()
-                raise FramingError("Too much data for declared Content-Length")
-            self._remaining -= len(data)
+            self._take(len(data))
             return [data]
         if body is _Body.CHUNKED:
             return [b"%x\r\n" % len(data), data, b"\r\n"] if data else []
@@ -132,6 +129,25 @@ class ResponseFraming:
             raise FramingError("the response ended: no more data")
         self._fail()
         raise FramingError(f"no content allowed in this response, got {len(data)} bytes")
+
+    def file_body(self, size: int) -> None:
+        """``size`` more bytes of a Content-Length body that go on the wire otherwise (by
+        sendfile), counted as :meth:`data` counts them.
+
+        Raises:
+            FramingError: more bytes than the head's ``Content-Length``, or a response
+                not framed by a ``Content-Length``.
+        """
+        if self._body is not _Body.LENGTH:
+            self._fail()
+            raise FramingError("a file body needs a Content-Length response")
+        self._take(size)
+
+    def _take(self, size: int) -> None:
+        if size > self._remaining:
+            self._fail()
+            raise FramingError("Too much data for declared Content-Length")
+        self._remaining -= size
 
     def end(self) -> bytes:
         """The bytes that end the body; the response is complete.

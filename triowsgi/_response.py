@@ -91,7 +91,7 @@ class ResponseHead:
 
 def build_response(
     status: object,
-    headers: Sequence[tuple[str, str]],
+    headers: Sequence[object],
     *,
     capitalize_names: bool,
     content_length: int | None,

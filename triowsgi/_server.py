@@ -12,6 +12,7 @@ from typing import Any, Final, final
 
 import trio
 
+from ._compiled import COMPILED
 from ._config import Config, check_port
 from ._connection import ConnectionStats, HTTPConnection
 from ._h11 import BUILD as H11_BUILD
@@ -261,7 +262,11 @@ async def _serve(
             nursery.start_soon(acceptor.accept_loop, listener, connections)
         for url in map(_url, listeners):
             log.info(f"{pid_prefix()} wsgi starting up on {url}")
-        log.debug(f"{pid_prefix()} wsgi parsing HTTP with {H11_BUILD} {H11_VERSION}")
+        modules = "compiled" if COMPILED else "in plain Python"
+        log.debug(
+            f"{pid_prefix()} wsgi parsing HTTP with {H11_BUILD} {H11_VERSION}, "
+            f"request modules {modules}"
+        )
         task_status.started(handle)
         try:
             await trio.sleep_forever()

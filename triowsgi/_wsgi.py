@@ -208,15 +208,17 @@ class Responder:
         self._capitalize = capitalize_names
         self._channel = channel
         self._sendfile = sendfile
-        self.status: str | None = None
-        self.headers: Sequence[tuple[str, str]] = ()  # start_response's, as a list
+        # start_response's arguments as the app gave them (the head's building checks
+        # them): typed for what may come, not for what should, as compiled code checks.
+        self.status: object = None
+        self.headers: Sequence[object] = ()  # as a list
         self.status_code = 0
         self.head_sent = False
         # The app took the connection over (see _upgrade.py): nothing of its response
         # is sent, whatever it returns.
         self.taken = False
-        self._result: Iterable[bytes] | None = None
-        self._iterator: Iterator[bytes] | None = None
+        self._result: Iterable[object] | None = None
+        self._iterator: Iterator[object] | None = None
         self._closed = False
         # Set by call_app when the body is a file for the connection task to send by
         # sendfile; the result is then closed by close() once it went out.
@@ -224,8 +226,8 @@ class Responder:
 
     def start_response(
         self,
-        status: str,
-        headers: list[tuple[str, str]],
+        status: object,
+        headers: Iterable[object],
         exc_info: ExcInfo | None = None,
     ) -> Write:
         """PEP 3333's ``start_response``."""
@@ -241,7 +243,7 @@ class Responder:
         self.headers = list(headers)
         return self.write
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: object) -> None:
         """PEP 3333's ``write()`` callable: sends ``data`` (and the head, the first time)."""
         if self.status is None:
             raise AssertionError("write() called before start_response()")
@@ -250,7 +252,8 @@ class Responder:
     def call_app(self) -> Batch:
         """Call the app and collect its first batch (for a list: the whole response)."""
         try:
-            result = self._result = self._app(self.environ, self.start_response)
+            result: Iterable[object] = self._app(self.environ, self.start_response)
+            self._result = result
             if self.taken:
                 self.close()
                 return Batch(None, [], done=True)
@@ -305,8 +308,9 @@ class Responder:
         size = 0
         for item in self._iterator:
             if item:
-                chunks.append(_as_bytes(item))
-                size += len(item)
+                data = _as_bytes(item)
+                chunks.append(data)
+                size += len(data)
                 # HEAD sends no content: the first item is enough to know the headers.
                 if size >= self._chunk_size or self._method == b"HEAD":
                     return Batch(self._head(None), chunks, done=False)

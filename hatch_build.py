@@ -1,10 +1,11 @@
 """Build triowsgi's per-request modules with mypyc when the wheel is built.
 
-The modules below do the per-request work around the app (the request checks, the
-environ, ``start_response``, the response head and its framing, the direct writes).
-Compiled with mypyc they cost less: a Flask route's request about 5% less CPU on the
-benchmark's machine (bench/NOTES.md, issue 20). They stay plain Python modules in the
-wheel too, and they are what runs when the compiled ones are not there.
+The modules below do the per-request work around the app: reading and checking the
+request, the environ and ``wsgi.input``, ``start_response``, the response head, its framing
+and its writes. Compiled with mypyc they cost less: 1.08x the requests per second on the
+benchmark's Flask route, 1.28x on hello world (``[speed]``, bench/NOTES.md, issue 20).
+They stay in the wheel as plain Python modules too, which run where the compiled ones
+are not there.
 
 A wheel build (``pip install .``, with or without the ``speed`` extra) compiles them when
 it can: it needs a C compiler and the Python headers. Without them the build warns and
@@ -25,15 +26,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-# The package's modules to compile, relative to the project's root. Only pure functions
-# and classes of the request's path: the async modules rely on behaviour mypyc changes
-# (see bench/NOTES.md), and the rest runs once per connection or less.
+# The package's modules to compile, relative to the project's root: every request goes
+# through them. Not _connection.py: compiled, an exception it had caught was raised again
+# after an ``await`` in the ``finally`` that follows (a client's reset logged as an
+# internal error, tests/test_hostile_clients.py); nor _workers.py (mypyc can't compile a
+# ``continue`` inside ``with``). The rest runs once per connection or less.
 MODULES = (
     "triowsgi/_dates.py",
     "triowsgi/_direct.py",
+    "triowsgi/_files.py",
     "triowsgi/_framing.py",
+    "triowsgi/_input.py",
+    "triowsgi/_reader.py",
     "triowsgi/_request.py",
     "triowsgi/_response.py",
+    "triowsgi/_writer.py",
     "triowsgi/_wsgi.py",
 )
 # The shared library mypyc puts every module's code in (at the top level of the wheel).

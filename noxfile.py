@@ -21,19 +21,22 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (on the Python nox itself runs on)."""
-    session.install(".[test]")
+    """Run the test suite (on the Python nox itself runs on), on the pure Python build
+    (``TRIOWSGI_NO_EXTENSIONS``: what a machine without a C compiler installs); the other
+    test sessions run the compiled one."""
+    session.install(".[test]", env={"TRIOWSGI_NO_EXTENSIONS": "1"})
+    session.run(
+        "python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert not COMPILED"
+    )
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHONS)
 def tests_versions(session: nox.Session) -> None:
-    """Run the test suite on each supported Python found (``python3.X`` on the PATH), on
-    the pure Python build (``TRIOWSGI_NO_EXTENSIONS``: what a machine without a C compiler
-    installs; ``tests`` and ``tests_speed`` run the compiled one where it can be built)."""
-    session.install(".[test]", env={"TRIOWSGI_NO_EXTENSIONS": "1"})
-    check = "from triowsgi._compiled import COMPILED; assert not COMPILED"
-    session.run("python", "-I", "-c", check)
+    """Run the test suite on each supported Python found (``python3.X`` on the PATH), with
+    the request modules compiled (hatch_build.py; .ci/run makes sure of a C compiler)."""
+    session.install(".[test]")
+    session.run("python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert COMPILED")
     session.run("pytest", *session.posargs)
 
 

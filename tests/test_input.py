@@ -154,6 +154,12 @@ def test_hundred_continue_headers_are_capitalized_by_default() -> None:
     assert wsgi_input.hundred_continue_headers == [("x-a", "1")]
 
 
+def test_hundred_continue_headers_may_be_lists_as_eventlet_takes_them() -> None:
+    wsgi_input = make_input()
+    wsgi_input.set_hundred_continue_response_headers([["x-a", "1"]])  # type: ignore[list-item]
+    assert wsgi_input.hundred_continue_headers == [("X-A", "1")]
+
+
 # --- over real sockets ---------------------------------------------------------------
 
 Environ = dict[str, Any]

@@ -118,9 +118,10 @@ class Input:
         """
         from ._response import capitalize  # the one place header names are rewritten
 
+        pairs: Iterable[Any] = headers  # [name, value] lists too, as eventlet takes them
         self.hundred_continue_headers = [
             (capitalize(name) if capitalize_response_headers else name, value)
-            for name, value in headers
+            for name, value in pairs
         ]
 
     def unread(self) -> bytes:

@@ -25,9 +25,7 @@ def tests(session: nox.Session) -> None:
     (``TRIOWSGI_NO_EXTENSIONS``: what a machine without a C compiler installs); the other
     test sessions run the compiled one."""
     session.install(".[test]", env={"TRIOWSGI_NO_EXTENSIONS": "1"})
-    session.run(
-        "python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert not COMPILED"
-    )
+    _check_compiled(session, False)
     session.run("pytest", *session.posargs)
 
 
@@ -36,7 +34,7 @@ def tests_versions(session: nox.Session) -> None:
     """Run the test suite on each supported Python found (``python3.X`` on the PATH), with
     the request modules compiled (hatch_build.py; .ci/run makes sure of a C compiler)."""
     session.install(".[test]")
-    session.run("python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert COMPILED")
+    _check_compiled(session, True)
     session.run("pytest", *session.posargs)
 
 
@@ -45,14 +43,20 @@ def tests_speed(session: nox.Session) -> None:
     """Run the test suite with the ``speed`` extra (h11 compiled with mypyc) and the
     request modules compiled, on the newest supported Python."""
     session.install(".[test,speed]")
-    # The extra really is installed, and triowsgi picks it: else this would pass on h11;
-    # and the request modules are compiled (hatch_build.py; .ci/run makes sure of a C
-    # compiler). -I: the installed triowsgi, not the source tree in the working directory
-    # (pytest imports the installed one too).
+    # The extra really is installed, and triowsgi picks it: else this would pass on h11.
     check = "from triowsgi._h11 import BUILD; assert BUILD == 'h11-mypyc', BUILD"
     session.run("python", "-I", "-c", check)
-    session.run("python", "-I", "-c", "from triowsgi._compiled import COMPILED; assert COMPILED")
+    _check_compiled(session, True)
     session.run("pytest", *session.posargs)
+
+
+def _check_compiled(session: nox.Session, compiled: bool) -> None:
+    """Stop unless the installed triowsgi's request modules are compiled (hatch_build.py;
+    .ci/run makes sure of a C compiler), or unless they are not. ``-I``: the installed
+    triowsgi, not the source tree in the working directory (pytest imports the installed
+    one too)."""
+    check = f"from triowsgi._compiled import COMPILED; assert COMPILED is {compiled}"
+    session.run("python", "-I", "-c", check)
 
 
 @nox.session

@@ -180,7 +180,7 @@ def test_a_file_body_counts_against_the_content_length_as_data_does() -> None:
 def test_a_file_body_needs_a_content_length() -> None:
     # Chunked framing would have to surround the file's bytes: never sent by sendfile.
     framing = framed([])
-    with pytest.raises(FramingError, match="Content-Length"):
+    with pytest.raises(FramingError, match="a file body needs a Content-Length"):
         framing.file_body(3)
     assert not framing.reusable
 

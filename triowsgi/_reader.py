@@ -319,7 +319,7 @@ class RequestReader:
         while True:
             event = self.conn.next_event() if self.conn.their_state is h11.SEND_BODY else None
             if isinstance(event, h11.Data):
-                pieces.append(body_bytes(event))
+                pieces.append(_body_bytes(event))
                 continue
             return isinstance(event, h11.EndOfMessage) or event is None
 
@@ -380,7 +380,7 @@ class RequestReader:
             event = h11.NEED_DATA if need_data else self._next_event()
             while True:
                 if isinstance(event, h11.Data):
-                    piece = body_bytes(event)
+                    piece = _body_bytes(event)
                     self._body_received += len(piece)
                     if self._body_received > self._max_body:  # chunked: no length upfront
                         raise RequestTooLarge(f"request body > max_body_size ({self._max_body})")
@@ -500,7 +500,7 @@ class RequestReader:
                     if isinstance(event, h11.EndOfMessage):
                         return True
                     if isinstance(event, h11.Data):
-                        drained += len(body_bytes(event))
+                        drained += len(_body_bytes(event))
                     elif event is h11.NEED_DATA:
                         self.conn.receive_data(await self._receive(math.inf))
                     else:
@@ -624,7 +624,7 @@ class RequestReader:
         return data if isinstance(data, bytes) else bytes(data)
 
 
-def body_bytes(event: h11.Data) -> bytes | bytearray:
+def _body_bytes(event: h11.Data) -> bytes | bytearray:
     """``event.data``, which h11 types as bytes but gives as a slice of its buffer (a
     bytearray): said as it is, since compiled code checks what it is told."""
     data: bytes | bytearray = cast(Any, event).data
